@@ -1,0 +1,1 @@
+"""Shared kernel: app factory, configuration, database, auth, audit, errors, money."""

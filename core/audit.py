@@ -1,0 +1,171 @@
+"""The append-only, hash-chained audit log.
+
+One global chain, keyed with HMAC-SHA256: every entry carries a contiguous sequence number and
+the previous entry's MAC, and a single head row holds the newest. An altered entry fails its MAC;
+a deleted entry leaves a gap in the sequence (or a head that runs past the last entry). We chose
+one chain over per-stream chains because it makes deletions detectable without a separate
+anchoring job; the price is one serialisation point (the head row, locked until commit), which
+the payment benchmark measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.clock import utcnow
+from core.models import Base, UTCDateTime
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a staff user, a bank client, or the system (jobs, commands)."""
+
+    kind: str
+    name: str
+    id: int | None = None
+
+    @classmethod
+    def system(cls, name: str = "system") -> Actor:
+        return cls(kind="system", name=name)
+
+
+def _canonical(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _mac(key: str, entry: AuditEntry) -> str:
+    content = json.dumps(
+        [
+            entry.seq,
+            entry.occurred_at.isoformat(),
+            entry.actor_type,
+            entry.actor_id,
+            entry.actor_name,
+            entry.action,
+            entry.entity_type,
+            entry.entity_id,
+            entry.before,
+            entry.after,
+            entry.prev_hash,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
+
+
+def append_audit(
+    session: Session,
+    key: str,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: str | int,
+    *,
+    before: Any = None,
+    after: Any = None,
+) -> AuditEntry:
+    """Append one entry in the caller's transaction; the head row stays locked until commit."""
+    row = session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .values(last_seq=AuditChainHead.last_seq + 1)
+        .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
+    ).one_or_none()
+    if row is None:
+        raise RuntimeError("audit chain head missing: run `flask --app wsgi init-db`")
+    seq, prev_hash = row
+    entry = AuditEntry(
+        seq=seq,
+        occurred_at=utcnow(),
+        actor_type=actor.kind,
+        actor_id=actor.id,
+        actor_name=actor.name,
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        before=_canonical(before),
+        after=_canonical(after),
+        prev_hash=prev_hash,
+    )
+    entry.hash = _mac(key, entry)
+    session.add(entry)
+    session.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_hash=entry.hash))
+    return entry
+
+
+@dataclass
+class AuditReport:
+    entries: int = 0
+    first_altered: int | None = None
+    deleted: list[int] = field(default_factory=list)
+    head_missing: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.first_altered is None and not self.deleted and not self.head_missing
+
+
+def verify_audit_chain(session: Session, key: str) -> AuditReport:
+    report = AuditReport()
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    entries = session.scalars(
+        select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=2000)
+    )
+    for entry in entries:
+        report.entries += 1
+        if entry.seq > expected_seq:
+            report.deleted.extend(range(expected_seq, entry.seq))
+        elif entry.prev_hash != prev_hash and report.first_altered is None:
+            report.first_altered = entry.seq
+        if not hmac.compare_digest(_mac(key, entry), entry.hash) and report.first_altered is None:
+            report.first_altered = entry.seq
+        prev_hash = entry.hash
+        expected_seq = entry.seq + 1
+    head = session.get(AuditChainHead, 1)
+    if head is None:
+        report.head_missing = True
+    elif head.last_seq >= expected_seq:
+        report.deleted.extend(range(expected_seq, head.last_seq + 1))
+    return report

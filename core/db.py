@@ -1,0 +1,109 @@
+"""Engine, sessions and the unit of work.
+
+Service functions take a Session and never commit; the entry points (API, views, CLI) open a
+unit of work around them. On SQLite every write transaction starts with BEGIN IMMEDIATE so that
+concurrent writers queue on the busy timeout instead of failing with "database is locked" half
+way through (SQLite has no SELECT ... FOR UPDATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions defer the lock).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_sqlite(session_or_engine: Session | Engine) -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return bind.dialect.name == "sqlite"
+
+
+class Database:
+    """The app's engine and session factories, kept in app.extensions['db']."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.write_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads on SQLite take no write lock, so pages stay fast while a cashier writes.
+        self.read_sessions = sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+        )
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """One write transaction: commit on success, roll back on any error."""
+        session = self.write_sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        session = self.read_sessions()
+        try:
+            yield session
+        finally:
+            # close() ends the transaction without expiring what was loaded, so views may
+            # serialise the objects after the block.
+            session.close()
+
+
+def init_db(app: Flask) -> Database:
+    database = Database(app.config["DATABASE_URL"])
+    app.extensions["db"] = database
+    return database
+
+
+def get_db() -> Database:
+    db: Database = current_app.extensions["db"]
+    return db
+
+
+def unit_of_work() -> Any:
+    return get_db().unit_of_work()
+
+
+def reading() -> Any:
+    return get_db().reading()

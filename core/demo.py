@@ -1,0 +1,46 @@
+"""The demo of `make run`: the demo fee schedule and one user per role, printed once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import select
+
+from core.audit import Actor
+from core.db import unit_of_work
+from core.models import User
+from core.users import create_token, create_user
+
+DEMO_PASSWORD = "demo-pass-2026"
+DEMO_USERS = [
+    ("window-bdc", "window", "BDC", "不动产窗口 王芳"),
+    ("window-ga", "window", "GA", "户政窗口 李强"),
+    ("cashier", "cashier", None, "收费员 赵敏"),
+    ("finance", "finance", None, "财务 陈静"),
+    ("admin", "admin", None, "管理员 刘洋"),
+]
+
+
+def setup_demo(fees_path: Path) -> list[str]:
+    from fees.service import import_fee_schedule
+
+    key = current_app.config["FEESVC_AUDIT_KEY"]
+    actor = Actor.system("demo setup")
+    out = []
+    with unit_of_work() as session:
+        summary = import_fee_schedule(session, key, actor, fees_path.read_bytes())
+    out.append(f"演示收费标准：{fees_path}（新增 {len(summary.created)}，未变 {summary.unchanged}）")
+    out.append("演示用户（密码均为 %s）：" % DEMO_PASSWORD)
+    out.append(f"  {'用户名':<12} {'角色':<8} {'部门':<5} API 令牌")
+    for username, role, department, display in DEMO_USERS:
+        with unit_of_work() as session:
+            if session.scalar(select(User.id).where(User.username == username)) is None:
+                create_user(session, key, actor, username=username, role=role,
+                            department_code=department, password=DEMO_PASSWORD, display_name=display)
+            token = create_token(session, key, actor, username=username)
+        out.append(f"  {username:<12} {role:<8} {department or '-':<5} {token}")
+    base = "http://127.0.0.1:5000"
+    out.append(f"打开 {base}/login 登录；公开收费标准：{base}/fees ；API 文档：{base}/api/v1/openapi.json")
+    out.append(f"示例：curl -H 'Authorization: Bearer <window-bdc 的令牌>' {base}/api/v1/notices")
+    return out

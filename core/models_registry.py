@@ -1,0 +1,7 @@
+"""Every package's models, imported once so that the metadata is complete (Alembic, tests)."""
+
+from core import audit, models  # noqa: F401
+from fees import models as fees_models  # noqa: F401
+from notices import models as notices_models  # noqa: F401
+
+metadata = models.Base.metadata

@@ -1,0 +1,58 @@
+"""Printing helpers shared by every PDF: an embedded CJK TrueType font and vector barcodes.
+
+reportlab's built-in STSong-Light is not embedded and renders blank in PDFium; wqy-microhei has
+TrueType outlines, which reportlab subsets and embeds (PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from reportlab.graphics.barcode.code128 import Code128
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
+
+from core.config import BUNDLED_FONT
+
+FONT_NAME = "FeeCJK"
+# API.md: narrowest bar >= 0.25 mm, so that a 200 dpi scan or a cheap scanner reads it.
+BARCODE_BAR_WIDTH = 0.27 * mm
+
+_lock = threading.Lock()
+_registered: dict[str, str] = {}
+
+
+class FontMissing(RuntimeError):
+    pass
+
+
+def cjk_font(path: str | None = None) -> str:
+    """Register the CJK font once per process and return its reportlab name."""
+    font_path = path or str(BUNDLED_FONT)
+    with _lock:
+        if font_path in _registered:
+            return _registered[font_path]
+        if not Path(font_path).is_file():
+            raise FontMissing(f"PDF font not found: {font_path} (set FEESVC_PDF_FONT)")
+        name = FONT_NAME if not _registered else f"{FONT_NAME}{len(_registered)}"
+        kwargs = {"subfontIndex": 0} if font_path.lower().endswith(".ttc") else {}
+        pdfmetrics.registerFont(TTFont(name, font_path, **kwargs))
+        _registered[font_path] = name
+        return name
+
+
+def draw_code128(canvas: Canvas, value: str, x: float, y: float, *, height: float,
+                 bar_width: float = BARCODE_BAR_WIDTH) -> float:
+    """Draw a vector Code 128 with quiet zones at (x, y); returns its width."""
+    barcode = Code128(value, barWidth=bar_width, barHeight=height, quiet=True,
+                      lquiet=10 * bar_width, rquiet=10 * bar_width)
+    barcode.drawOn(canvas, x, y)
+    return float(barcode.width)
+
+
+def code128_width(value: str, bar_width: float = BARCODE_BAR_WIDTH) -> float:
+    return float(Code128(value, barWidth=bar_width, quiet=True, lquiet=10 * bar_width,
+                         rquiet=10 * bar_width).width)

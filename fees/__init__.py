@@ -1,0 +1,1 @@
+"""The published, versioned fee schedule (收费标准公开)."""

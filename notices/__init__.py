@@ -1,0 +1,1 @@
+"""Payment notices (缴款通知书): numbers, issuing, cancelling, expiry, the printed notice."""

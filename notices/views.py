@@ -1,0 +1,175 @@
+"""HTML pages of the accepting window: issue, list, view, cancel and print notices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_wtf import FlaskForm
+from marshmallow import ValidationError
+
+from core.auth import page_roles, page_user
+from core.clock import today
+from core.db import reading, unit_of_work
+from core.errors import DomainError, flatten_messages
+from core.models import Role
+from core.money import yuan_to_fen
+from fees.service import items_in_force
+from notices import service
+from notices.barcode import code128_svg
+from notices.numbers import group_digits
+from notices.pdf import PAPER_SIZES, render_notice_pdf
+from notices.schemas import NoticeIn, NoticeListArgs
+
+bp = Blueprint("notices", __name__, template_folder="templates")
+STAFF = (Role.WINDOW, Role.CASHIER, Role.FINANCE, Role.ADMIN)
+FORM_LINES = 5
+
+
+class CsrfOnly(FlaskForm):
+    """The notice form has a variable number of lines; NoticeIn validates it, WTF guards CSRF."""
+
+
+def _today() -> Any:
+    return today(current_app.config["FEESVC_TIMEZONE"])
+
+
+@bp.route("/notices")
+@page_roles(*STAFF)
+def index() -> Any:
+    user = page_user()
+    errors: dict[str, list[str]] = {}
+    try:
+        args = NoticeListArgs().load({k: v for k, v in request.args.items() if v != ""})
+    except ValidationError as exc:
+        errors = flatten_messages(exc.messages)
+        args = NoticeListArgs().load({})
+    flt = service.NoticeFilter(
+        department_id=user.department_id if user.role == Role.WINDOW else None,
+        status=args.get("status"), issued_from=args.get("from_"), issued_to=args.get("to"),
+        q=args.get("q") or None)
+    day = _today()
+    with reading() as session:
+        notices, total = service.list_notices(session, current_app.config["FEESVC_TIMEZONE"], day, flt,
+                                              page=args["page"], per_page=args["per_page"])
+        return render_template("notices/index.html", notices=notices, total=total, args=args,
+                               today=day, errors=errors, group_digits=group_digits)
+
+
+def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The HTML form as the API's JSON body (yuan → fen for reductions)."""
+    errors: dict[str, list[str]] = {}
+    items = []
+    for index in range(int(form.get("line_count", FORM_LINES))):
+        code = form.get(f"items-{index}-fee_code", "").strip()
+        if not code:
+            continue
+        line: dict[str, Any] = {"fee_code": code}
+        quantity = form.get(f"items-{index}-quantity", "").strip()
+        line["quantity"] = int(quantity) if quantity.isdigit() else quantity
+        override = form.get(f"items-{index}-override_amount", "").strip()
+        reason = form.get(f"items-{index}-override_reason", "").strip()
+        if override:
+            try:
+                line["override_amount"] = yuan_to_fen(override)
+            except ValueError:
+                errors[f"items.{len(items)}.override_amount"] = [_("减免后金额须为元，最多两位小数。")]
+        if reason:
+            line["override_reason"] = reason
+        items.append(line)
+    payload: dict[str, Any] = {
+        "department": form.get("department", ""),
+        "payer": {"name": form.get("payer_name", ""), "id_number": form.get("payer_id_number") or None},
+        "case_reference": form.get("case_reference") or None,
+        "items": items,
+    }
+    if form.get("due_date"):
+        payload["due_date"] = form["due_date"]
+    return payload, errors
+
+
+@bp.route("/notices/new", methods=["GET", "POST"])
+@page_roles(Role.WINDOW)
+def new() -> Any:
+    clerk = page_user()
+    csrf_form = CsrfOnly()
+    errors: dict[str, list[str]] = {}
+    message = None
+    if request.method == "POST" and csrf_form.validate_on_submit():
+        payload, errors = _form_payload(request.form)
+        try:
+            data = NoticeIn().load(payload)
+        except ValidationError as exc:
+            errors.update(flatten_messages(exc.messages))
+        if not errors:
+            try:
+                with unit_of_work() as session:
+                    notice = service.issue_notice(
+                        session, service.settings_from_config(current_app.config), clerk,
+                        department_code=data["department"], payer_name=data["payer"]["name"],
+                        payer_id_number=data["payer"].get("id_number"),
+                        case_reference=data.get("case_reference"), due_date=data.get("due_date"),
+                        items=[service.LineRequest(**line) for line in data["items"]])
+                    number = notice.number
+                flash(_("缴款通知书已开具：%(n)s", n=group_digits(number)), "ok")
+                return redirect(url_for("notices.show", number=number))
+            except DomainError as error:
+                message = error.detail or str(error.title)
+                errors.update(error.extra.get("errors") or {})
+        message = message or _("请更正标红的内容后再提交。")
+    elif request.method == "POST":
+        message = _("页面已过期，请刷新后重新提交。")
+    with reading() as session:
+        fees = [f for f in items_in_force(session, _today()) if f.department_id == clerk.department_id]
+    line_count = max(FORM_LINES, int(request.form.get("line_count", FORM_LINES) or FORM_LINES))
+    return render_template("notices/new.html", fees=fees, errors=errors, message=message,
+                           form=request.form, csrf_form=csrf_form, line_count=line_count,
+                           department=clerk.department), (200 if not message else 422)
+
+
+@bp.route("/notices/<number>")
+@page_roles(*STAFF)
+def show(number: str) -> Any:
+    user = page_user()
+    with reading() as session:
+        notice = service.find_notice(session, number)
+        service.check_can_view(user, notice)
+        return render_template("notices/show.html", notice=notice, status=notice.status_on(_today()),
+                               barcode=code128_svg(notice.number), group_digits=group_digits,
+                               csrf_form=CsrfOnly())
+
+
+@bp.route("/notices/<number>/print")
+@page_roles(*STAFF)
+def print_pdf(number: str) -> Response:
+    user = page_user()
+    size = request.args.get("size", "A4").upper()
+    size = size if size in PAPER_SIZES else "A4"
+    with reading() as session:
+        notice = service.find_notice(session, number)
+        service.check_can_view(user, notice)
+        pdf = render_notice_pdf(notice, current_app.config, paper=size)
+    return Response(pdf, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="notice-{notice.number}.pdf"'})
+
+
+@bp.route("/notices/<number>/cancel", methods=["POST"])
+@page_roles(Role.WINDOW)
+def cancel(number: str) -> Any:
+    clerk = page_user()
+    if not CsrfOnly().validate_on_submit():
+        flash(_("页面已过期，请刷新后重试。"), "error")
+        return redirect(url_for("notices.show", number=number))
+    reason = request.form.get("reason", "").strip()
+    if not reason or len(reason) > 500:
+        flash(_("请填写作废原因（不超过 500 字）。"), "error")
+        return redirect(url_for("notices.show", number=number))
+    try:
+        with unit_of_work() as session:
+            service.cancel_notice(session, service.settings_from_config(current_app.config), clerk,
+                                  number, reason)
+        flash(_("缴款通知书已作废。"), "ok")
+    except DomainError as error:
+        flash(error.detail or str(error.title), "error")
+    return redirect(url_for("notices.show", number=number))

@@ -1,0 +1,1 @@
+"""confirm_payment(): cashier and bank payments, voids, refunds, shifts (issue #3)."""

@@ -1,0 +1,1 @@
+"""Gap-free receipts, receipt PDF, public verification and the certificate gate (issue #3)."""

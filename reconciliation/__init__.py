@@ -1,0 +1,1 @@
+"""Statement import, nightly reconciliation, exceptions and reports (issue #5)."""

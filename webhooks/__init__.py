@@ -1,0 +1,1 @@
+"""Inbound bank callbacks and outbound notifications (issue #4)."""
