@@ -63,9 +63,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask, api: Api) -> None:
-    from core import api_guard, views as core_views
-    from fees import api as fees_api, views as fees_views
-    from notices import api as notices_api, views as notices_views
+    from core import api_guard
+    from core import views as core_views
+    from fees import api as fees_api
+    from fees import views as fees_views
+    from notices import api as notices_api
+    from notices import views as notices_views
 
     app.register_blueprint(core_views.bp)
     app.register_blueprint(fees_views.bp)

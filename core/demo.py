@@ -31,7 +31,7 @@ def setup_demo(fees_path: Path) -> list[str]:
     with unit_of_work() as session:
         summary = import_fee_schedule(session, key, actor, fees_path.read_bytes())
     out.append(f"演示收费标准：{fees_path}（新增 {len(summary.created)}，未变 {summary.unchanged}）")
-    out.append("演示用户（密码均为 %s）：" % DEMO_PASSWORD)
+    out.append(f"演示用户（密码均为 {DEMO_PASSWORD}）：")
     out.append(f"  {'用户名':<12} {'角色':<8} {'部门':<5} API 令牌")
     for username, role, department, display in DEMO_USERS:
         with unit_of_work() as session:

@@ -12,6 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from core.auth import public
 from core.db import reading
 from core.errors import HTTP_PROBLEMS, DomainError
 from core.users import authenticate
@@ -31,16 +32,16 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/")
+@public
 def home() -> Any:
     if not current_user.is_authenticated:
         return render_template("core/public_home.html")
     return render_template("core/home.html")
 
 
-home.public = True  # type: ignore[attr-defined]
-
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login() -> Any:
     form = LoginForm()
     error = None
@@ -54,8 +55,6 @@ def login() -> Any:
     return render_template("core/login.html", form=form, error=error), 200 if error is None else 401
 
 
-login.public = True  # type: ignore[attr-defined]
-
 
 @bp.route("/logout", methods=["POST"])
 @login_required
@@ -65,6 +64,7 @@ def logout() -> Any:
 
 
 @bp.route("/problems/<code>")
+@public
 def problem(code: str) -> Any:
     known = {c: str(t) for c, t in HTTP_PROBLEMS.values()}
     known.update({cls.code: str(cls.title) for cls in _all_subclasses(DomainError)})
@@ -73,11 +73,10 @@ def problem(code: str) -> Any:
     return render_template("core/problem.html", code=code, title=known[code])
 
 
-problem.public = True  # type: ignore[attr-defined]
 
-
-def _all_subclasses(cls: type) -> list[type[DomainError]]:
-    found = []
+def _all_subclasses(cls: type[DomainError]) -> list[type[DomainError]]:
+    found: list[type[DomainError]] = []
+    sub: type[DomainError]
     for sub in cls.__subclasses__():
         found.append(sub)
         found.extend(_all_subclasses(sub))

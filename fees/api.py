@@ -5,6 +5,7 @@ from typing import Any
 from flask import current_app
 from flask_smorest import Blueprint
 
+from core.auth import public
 from core.clock import today
 from core.db import reading
 from fees.schemas import FeeScheduleArgs, FeeScheduleOut
@@ -14,6 +15,7 @@ blp = Blueprint("fees_api", __name__, url_prefix="/api/v1", description="收费�
 
 
 @blp.route("/fee-schedule")
+@public
 @blp.arguments(FeeScheduleArgs, location="query")
 @blp.response(200, FeeScheduleOut)
 def fee_schedule(args: dict[str, Any]) -> dict[str, Any]:
@@ -22,5 +24,3 @@ def fee_schedule(args: dict[str, Any]) -> dict[str, Any]:
     with reading() as session:
         return {"on": on, "items": items_in_force(session, on)}
 
-
-fee_schedule.public = True  # type: ignore[attr-defined]

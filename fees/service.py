@@ -207,7 +207,8 @@ def import_fee_schedule(session: Session, audit_key: str, actor: Actor, content:
             summary.unchanged += 1
             continue
         if item.in_use and (item.amount != v["amount"] or item.department.code != v["department_code"]):
-            problems.append(_("第 %(line)d 行：%(code)s（%(from)s 起）已被缴款通知书使用，金额和部门不能再改；请以新的生效日期发布新版本。",
+            problems.append(_("第 %(line)d 行：%(code)s（%(from)s 起）已被缴款通知书使用，金额和部门不能再改；"
+                              "请以新的生效日期发布新版本。",
                               line=row.line, code=item.code, **{"from": item.effective_from}))
             continue
         _assign(item, v, departments)

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
 
+from core.auth import public
 from core.clock import today
 from core.db import reading
 from fees.service import items_in_force
@@ -16,6 +17,7 @@ bp = Blueprint("fees", __name__, template_folder="templates")
 
 
 @bp.route("/fees")
+@public
 def schedule() -> Any:
     error = None
     on = today(current_app.config["FEESVC_TIMEZONE"])
@@ -30,5 +32,3 @@ def schedule() -> Any:
         return render_template("fees/schedule.html", groups=groups, on=on, error=error,
                                count=len(items))
 
-
-schedule.public = True  # type: ignore[attr-defined]

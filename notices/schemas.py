@@ -47,7 +47,8 @@ class CancelIn(Schema):
 
 
 class NoticeListArgs(PageArgs):
-    status = fields.String(validate=validate.OneOf([s.value for s in NoticeStatus]))
+    status = fields.String(validate=validate.OneOf([s.value for s in NoticeStatus],
+                                                     error="须为以下之一：{choices}。"))
     from_ = fields.Date(data_key="from")
     to = fields.Date()
     q = text(100)

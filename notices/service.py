@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -234,7 +236,7 @@ class NoticeFilter:
 
 def list_notices(session: Session, timezone: str, today: date, flt: NoticeFilter, *,
                  page: int, per_page: int) -> tuple[list[Notice], int]:
-    query: Select[tuple[Notice]] = select(Notice)
+    query: Select[Any] = select(Notice)
     if flt.department_id is not None:
         query = query.where(Notice.department_id == flt.department_id)
     if flt.status == NoticeStatus.EXPIRED:
@@ -257,15 +259,14 @@ def list_notices(session: Session, timezone: str, today: date, flt: NoticeFilter
                                 Notice.payer_name.like(pattern, escape="\\"),
                                 Notice.case_reference.like(pattern, escape="\\")))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    notices = session.scalars(
+    notices: list[Notice] = list(session.scalars(
         query.order_by(Notice.issued_at.desc(), Notice.id.desc())
         .limit(per_page).offset((page - 1) * per_page)
-    ).all()
-    return list(notices), int(total)
+    ))
+    return notices, int(total)
 
 
-def settings_from_config(config: dict[str, object] | object) -> NoticeSettings:
+def settings_from_config(config: Mapping[str, Any]) -> NoticeSettings:
     """Build the plain settings from the app config mapping (entry points pass app.config)."""
-    get = config.__getitem__  # type: ignore[union-attr]
-    return NoticeSettings(region_code=str(get("FEESVC_REGION_CODE")), timezone=str(get("FEESVC_TIMEZONE")),
-                          due_days=int(get("FEESVC_DUE_DAYS")), audit_key=str(get("FEESVC_AUDIT_KEY")))
+    return NoticeSettings(region_code=str(config["FEESVC_REGION_CODE"]), timezone=str(config["FEESVC_TIMEZONE"]),
+                          due_days=int(config["FEESVC_DUE_DAYS"]), audit_key=str(config["FEESVC_AUDIT_KEY"]))

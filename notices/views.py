@@ -60,7 +60,7 @@ def index() -> Any:
 def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The HTML form as the API's JSON body (yuan → fen for reductions)."""
     errors: dict[str, list[str]] = {}
-    items = []
+    items: list[dict[str, Any]] = []
     for index in range(int(form.get("line_count", FORM_LINES))):
         code = form.get(f"items-{index}-fee_code", "").strip()
         if not code:
