@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g, redirect, request, url_for
+from flask import Flask, current_app, redirect, request, url_for
 from flask_babel import gettext as _
 from flask_login import LoginManager, current_user
 
@@ -19,6 +19,7 @@ from core.users import user_for_token
 F = TypeVar("F", bound=Callable[..., Any])
 
 login_manager = LoginManager()
+_BEARER_KEY = "feeservice.bearer_user"
 
 
 def init_auth(app: Flask) -> None:
@@ -35,15 +36,17 @@ def _load_user(user_id: str) -> User | None:
 
 
 def bearer_user() -> User | None:
-    if "bearer_user" not in g:
+    # Cached on the request itself: `g` may outlive one request when an app context is already
+    # pushed (CLI, tests), and a user must never leak into another request.
+    if _BEARER_KEY not in request.environ:
         header = request.headers.get("Authorization", "")
         scheme, _sep, token = header.partition(" ")
         user = None
         if scheme.lower() == "bearer" and token.strip():
             with reading() as session:
                 user = user_for_token(session, token.strip())
-        g.bearer_user = user
-    return cast(User | None, g.bearer_user)
+        request.environ[_BEARER_KEY] = user
+    return cast(User | None, request.environ[_BEARER_KEY])
 
 
 def api_user(*roles: str) -> User:

@@ -143,6 +143,7 @@ class Staff:
 STAFF_USERS = {
     "window": ("clerk-bdc", "window", "BDC"),
     "window_other": ("clerk-ga", "window", "GA"),
+    "window_zj": ("clerk-zj", "window", "ZJ"),
     "cashier": ("cashier-1", "cashier", None),
     "finance": ("finance-1", "finance", None),
     "admin": ("admin-1", "admin", None),
