@@ -18,6 +18,8 @@ from core.models import ApiToken, Department, Role, User
 TOKEN_PREFIX = "fs_"
 USERNAME_MAX = 64
 PASSWORD_MIN = 8
+# scrypt (werkzeug default parameters); tests swap in a cheap method to stay fast.
+PASSWORD_HASH_METHOD = "scrypt"
 
 
 class UserExists(DomainError):
@@ -64,7 +66,7 @@ def create_user(
     user = User(
         username=username,
         display_name=display_name or username,
-        password_hash=generate_password_hash(password),
+        password_hash=generate_password_hash(password, method=PASSWORD_HASH_METHOD),
         role=role,
         department=department,
     )

@@ -68,6 +68,17 @@ def _truncate_all(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """scrypt costs ~70 ms a user; the tests create several users per test."""
+    import core.users
+
+    original = core.users.PASSWORD_HASH_METHOD
+    core.users.PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+    yield
+    core.users.PASSWORD_HASH_METHOD = original
+
+
 @pytest.fixture(scope="session")
 def database_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Returns a function giving each test an empty, migrated database URL."""
