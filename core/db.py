@@ -57,9 +57,9 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
 class Database:
     """The app's engine and session factories, kept in app.extensions['db']."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, **engine_options)
         self.write_sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Reads on SQLite take no write lock, so pages stay fast while a cashier writes.
         self.read_sessions = sessionmaker(
@@ -91,7 +91,9 @@ class Database:
 
 
 def init_db(app: Flask) -> Database:
-    database = Database(app.config["DATABASE_URL"])
+    # DATABASE_ENGINE_OPTIONS (optional): extra create_engine() arguments, e.g. a pool size for
+    # many threads sharing one process.
+    database = Database(app.config["DATABASE_URL"], **(app.config.get("DATABASE_ENGINE_OPTIONS") or {}))
     app.extensions["db"] = database
     return database
 

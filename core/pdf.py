@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import IO, Any
 
 from reportlab.graphics.barcode.code128 import Code128
 from reportlab.lib.units import mm
@@ -42,6 +43,15 @@ def cjk_font(path: str | None = None) -> str:
         pdfmetrics.registerFont(TTFont(name, font_path, **kwargs))
         _registered[font_path] = name
         return name
+
+
+def new_canvas(output: IO[bytes], pagesize: tuple[float, float], font: str, **kwargs: Any) -> Canvas:
+    """A canvas whose initial font is the embedded CJK font.
+
+    A plain ``Canvas`` declares Helvetica (a standard-14 font, never embedded) as the page's
+    initial font; starting from the embedded font keeps every font in the file embedded.
+    """
+    return Canvas(output, pagesize=pagesize, initialFontName=font, pageCompression=1, **kwargs)
 
 
 def draw_code128(canvas: Canvas, value: str, x: float, y: float, *, height: float,
