@@ -13,6 +13,28 @@ from core.errors import problem_response
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+def parse_json_text(data: bytes) -> Any:
+    """The JSON value of a request body; ValueError when it is not JSON that we can store and echo.
+
+    Besides syntax errors this refuses nesting too deep for the parser (RecursionError) and
+    strings with lone UTF-16 surrogates (`"\\ud800"`): valid JSON escapes, but not text that
+    UTF-8, PostgreSQL or a response body can carry.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError as error:
+        raise ValueError("JSON nested too deeply") from error
+    except UnicodeDecodeError as error:
+        raise ValueError("body is not UTF-8") from error
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError as error:
+        raise ValueError("JSON nested too deeply") from error
+    except UnicodeEncodeError as error:
+        raise ValueError("JSON string with a lone surrogate") from error
+    return value
+
+
 def install(app: Flask) -> None:
     @app.before_request
     def _require_json_body() -> Any:
@@ -24,8 +46,8 @@ def install(app: Flask) -> None:
         if not data.strip():
             return None
         try:
-            json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            parse_json_text(data)
+        except ValueError:
             return problem_response(400, "malformed-json", _("请求体不是有效的 JSON"),
                                     _("请求体无法解析为 JSON。"))
         if not request.is_json:

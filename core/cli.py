@@ -112,10 +112,11 @@ def register(app: Flask) -> None:
     @demo.command("setup")
     @click.option("--fees", "fees_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   default=PROJECT_ROOT / "demo" / "fee-schedule.csv")
-    def demo_setup_command(fees_path: Path) -> None:
+    @click.option("--base-url", default="http://127.0.0.1:5000", help="where the demo is served")
+    def demo_setup_command(fees_path: Path, base_url: str) -> None:
         """Migrate, load the demo fee schedule, and create demo users (printed with tokens)."""
         from core.demo import setup_demo
 
         upgrade_database(get_db().url)
-        for line in setup_demo(fees_path):
+        for line in setup_demo(fees_path, base_url.rstrip("/")):
             click.echo(line)

@@ -22,7 +22,7 @@ DEMO_USERS = [
 ]
 
 
-def setup_demo(fees_path: Path) -> list[str]:
+def setup_demo(fees_path: Path, base: str) -> list[str]:
     from fees.service import import_fee_schedule
 
     key = current_app.config["FEESVC_AUDIT_KEY"]
@@ -40,7 +40,6 @@ def setup_demo(fees_path: Path) -> list[str]:
                             department_code=department, password=DEMO_PASSWORD, display_name=display)
             token = create_token(session, key, actor, username=username)
         out.append(f"  {username:<12} {role:<8} {department or '-':<5} {token}")
-    base = "http://127.0.0.1:5000"
     out.append(f"打开 {base}/login 登录；公开收费标准：{base}/fees ；API 文档：{base}/api/v1/openapi.json")
     out.append(f"示例：curl -H 'Authorization: Bearer <window-bdc 的令牌>' {base}/api/v1/notices")
     return out

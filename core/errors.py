@@ -96,9 +96,12 @@ def problem_response(status: int, code: str, title: str, detail: str, **extra: A
         "instance": request.path,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
-    response = Response(
-        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/problem+json"
-    )
+    try:
+        text = json.dumps(body, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from the input: escape it, never fail
+        text = json.dumps(body, ensure_ascii=True)
+    response = Response(text, status=status, mimetype="application/problem+json")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="feeservice"'
     return response
@@ -178,3 +181,55 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(DomainError, _handle_domain_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)
+    document_problems(app)
+
+
+# The OpenAPI description of every error response: what problem_response() sends.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `type` ends in the problem code of API.md.",
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "description": "Validation errors by field, nested fields as dotted paths (items.0.quantity).",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def document_problems(app: Flask) -> None:
+    """Make the OpenAPI document tell the truth about errors.
+
+    flask-smorest documents its own error shape (`Error`: integer `code`, string `status`,
+    `application/json`), which this service never sends. Rewrite that schema into the problem
+    details schema and every error response's media type into application/problem+json, both
+    for the responses already referenced and for those registered lazily later.
+    """
+    apis = app.extensions.get("flask-smorest", {}).get("apis", {})
+    for entry in apis.values():
+        spec = getattr(entry.get("ext_obj"), "spec", None)
+        if spec is None:
+            continue
+        components = spec.components
+        error_ref = "#/components/schemas/Error"
+        for store in (components.schemas, components.schemas_lazy):
+            if "Error" in store:
+                store["Error"] = dict(PROBLEM_SCHEMA)
+        if "Error" not in components.schemas and "Error" not in components.schemas_lazy:
+            components.schema("Error", dict(PROBLEM_SCHEMA))
+        for store in (components.responses, components.responses_lazy):
+            for response in store.values():
+                content = response.get("content") or {}
+                json_content = content.get("application/json")
+                if json_content and json_content.get("schema", {}).get("$ref") == error_ref:
+                    response["content"] = {PROBLEM_MEDIA_TYPE: json_content}

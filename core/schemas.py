@@ -18,6 +18,10 @@ class Trimmed(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:
             raise ValidationError("不能包含空字符。")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate such as "\ud800"
+            raise ValidationError("不是有效的 UTF-8 文本。") from error
         return text.strip()
 
 

@@ -82,7 +82,9 @@ def get_notice(number: str) -> dict[str, Any]:
 @api_roles(*ANY_STAFF)
 @blp.response(200, content_type="application/pdf")
 @blp.doc(security=[{"bearer": []}], parameters=[{"in": "query", "name": "size",
-         "schema": {"type": "string", "enum": list(PAPER_SIZES)}}])
+         "schema": {"type": "string", "enum": list(PAPER_SIZES)}}],
+         responses={"200": {"description": "PDF",
+                            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}})
 def notice_pdf(number: str) -> Response:
     """The printable payment notice (A4 default, ?size=A5)."""
     user = api_user(*ANY_STAFF)

@@ -84,12 +84,10 @@ def allocate_serial(session: Session, region_code: str, year: int) -> int:
         .values(region_code=region_code, year=year, last_serial=0)
         .on_conflict_do_nothing()
     )
-    cur = session.execute(select(NoticeSerial.last_serial).where(NoticeSerial.region_code == region_code, NoticeSerial.year == year)).scalar_one()
-    import time as _t; _t.sleep(0.01)
     serial = session.execute(
         update(NoticeSerial)
         .where(NoticeSerial.region_code == region_code, NoticeSerial.year == year)
-        .values(last_serial=cur + 1)
+        .values(last_serial=NoticeSerial.last_serial + 1)
         .returning(NoticeSerial.last_serial)
     ).scalar_one()
     return int(serial)
