@@ -31,6 +31,9 @@ def load_config(instance_path: str) -> dict[str, Any]:
         # cannot recompute a consistent chain after altering history.
         "FEESVC_AUDIT_KEY": env.get("FEESVC_AUDIT_KEY")
         or hashlib.sha256(b"feeservice-audit:" + secret_key.encode()).hexdigest(),
+        # Receipt verification codes are an HMAC of the receipt number under this key.
+        "FEESVC_RECEIPT_KEY": env.get("FEESVC_RECEIPT_KEY")
+        or hashlib.sha256(b"feeservice-receipt:" + secret_key.encode()).hexdigest(),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": env.get("FEESVC_INSECURE_COOKIES", "") != "1",

@@ -195,7 +195,7 @@ def find_notice(session: Session, number_text: str, *, for_update: bool = False)
     query = select(Notice).where(Notice.number == number)
     if for_update:
         # FOR UPDATE on PostgreSQL; on SQLite the transaction already began IMMEDIATE.
-        query = query.with_for_update()
+        query = query.with_for_update(of=Notice)
     notice = session.scalar(query)
     if notice is None:
         raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=number))

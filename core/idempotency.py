@@ -1,0 +1,131 @@
+"""Idempotency keys (API.md): the same key and body from the same client replays the first
+response; another body is refused; a key still in flight answers 409.
+
+The key is claimed in its own short transaction before the request runs, so a concurrent
+duplicate sees it at once; the response is stored when the request ends. A request that failed
+unexpectedly (5xx) releases its key so that the client's retry runs again; the database
+constraints (one confirmed payment per notice) make that retry safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.clock import utcnow
+from core.errors import DomainError
+from core.models import Base, UTCDateTime
+
+KEEP_FOR = timedelta(hours=24)
+# A claim older than this whose request never finished (a killed worker) may be taken over.
+STALE_AFTER = timedelta(minutes=5)
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyKeyReuse(DomainError):
+    status = 422
+    code = "idempotency-key-reuse"
+    title = _l("幂等键已用于另一个请求")
+
+
+class IdempotencyKeyInUse(DomainError):
+    status = 409
+    code = "idempotency-key-in-use"
+    title = _l("使用该幂等键的请求仍在处理中")
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("client", "key", name="uq_idempotency_keys_client_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_type: Mapped[str | None] = mapped_column(String(100))
+    response_body: Mapped[str | None] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    content_type: str
+    body: str
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Same JSON value → same fingerprint, whatever the key order and whitespace."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")) if body.strip() else ""
+    except (ValueError, UnicodeDecodeError):
+        canonical = body.hex()
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def claim(session: Session, client: str, key: str, print_: str) -> StoredResponse | None:
+    """Claim the key for this request (caller commits), or return the response to replay.
+
+    Raises IdempotencyKeyReuse or IdempotencyKeyInUse.
+    """
+    now = utcnow()
+    existing = session.scalar(
+        select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
+    )
+    if existing is not None and existing.created_at < now - KEEP_FOR:
+        session.delete(existing)
+        session.flush()
+        existing = None
+    if existing is None:
+        try:
+            with session.begin_nested():
+                session.add(IdempotencyRecord(client=client, key=key, fingerprint=print_, created_at=now))
+            return None
+        except IntegrityError:
+            existing = session.scalar(
+                select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
+            )
+            assert existing is not None
+    if existing.fingerprint != print_:
+        raise IdempotencyKeyReuse("同一幂等键（Idempotency-Key）已用于内容不同的请求；新请求请使用新的键。")
+    if existing.completed_at is None:
+        if existing.created_at < now - STALE_AFTER:
+            existing.created_at = now  # take over a claim whose request never finished
+            return None
+        raise IdempotencyKeyInUse("使用该幂等键的第一个请求仍在处理中，请稍后重试。")
+    return StoredResponse(status=existing.response_status or 200,
+                          content_type=existing.response_type or "application/json",
+                          body=existing.response_body or "")
+
+
+def complete(session: Session, client: str, key: str, response: StoredResponse) -> None:
+    session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
+        .values(completed_at=utcnow(), response_status=response.status,
+                response_type=response.content_type, response_body=response.body)
+    )
+
+
+def release(session: Session, client: str, key: str) -> None:
+    session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key,
+                                        IdempotencyRecord.completed_at.is_(None))
+    )
+
+
+def purge_expired(session: Session, now: datetime | None = None) -> int:
+    """Remove keys older than 24 h (run by the scheduler)."""
+    cutoff = (now or utcnow()) - KEEP_FOR
+    result: Any = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    return int(result.rowcount or 0)

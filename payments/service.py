@@ -1,0 +1,285 @@
+"""confirm_payment(): the one place where money becomes a confirmed payment and a receipt.
+Also voids (冲红) and refunds, which change a payment and its receipt together, and shifts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.audit import Actor, append_audit
+from core.clock import utcnow, zone
+from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from core.models import Role, User
+from notices.models import Notice, NoticeStatus
+from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, find_notice
+from payments.models import (
+    PAYMENT_TRANSITIONS,
+    CashierShift,
+    Channel,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+)
+from receipts.models import Receipt, ReceiptStatus
+from receipts.service import ReceiptSettings, certificate_of, find_receipt, issue_receipt
+
+
+class AmountMismatch(DomainError):
+    status = 422
+    code = "amount-mismatch"
+    title = _l("缴费金额与应缴金额不符")
+
+
+class CertificateIssued(DomainError):
+    status = 409
+    code = "certificate-issued"
+    title = _l("已凭此收据发证，不能冲红")
+
+
+class ReceiptAlreadyVoided(DomainError):
+    status = 409
+    code = "receipt-voided"
+    title = _l("该收据已冲红")
+
+
+class PaymentNotFound(NotFound):
+    title = _l("缴费记录不存在")
+
+
+class RefundNotDue(DomainError):
+    status = 409
+    code = "refund-not-due"
+    title = _l("该笔缴费不处于待退款状态")
+
+
+class ShiftNotOpen(DomainError):
+    status = 409
+    code = "shift-not-open"
+    title = _l("当前没有未结班次")
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    payment: Payment
+    receipt: Receipt
+    notice: Notice
+
+
+def check_payable(notice: Notice, at: datetime, timezone: str) -> None:
+    """Raise the named error of API.md for a notice that cannot take money at that moment."""
+    if notice.status == NoticeStatus.PAID:
+        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number))
+    if notice.status == NoticeStatus.CANCELLED:
+        raise NoticeCancelled(_("通知书 %(n)s 已作废，不能收费。请缴款人回受理窗口。", n=notice.number))
+    if notice.status == NoticeStatus.EXPIRED or at.astimezone(zone(timezone)).date() > notice.due_date:
+        raise NoticeExpired(_("通知书 %(n)s 已于 %(d)s 过期，不能收费。请缴款人回受理窗口重新开具。",
+                              n=notice.number, d=notice.due_date.isoformat()))
+
+
+def current_shift(session: Session, cashier: User, *, open_if_none: bool = True) -> CashierShift | None:
+    shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
+                                                      CashierShift.closed_at.is_(None)))
+    if shift is None and open_if_none:
+        shift = CashierShift(cashier_id=cashier.id, opened_at=utcnow())
+        session.add(shift)
+        session.flush()
+    return shift
+
+
+def confirm_payment(
+    session: Session,
+    settings: ReceiptSettings,
+    actor: Actor,
+    *,
+    notice_number: str,
+    amount: int,
+    channel: Channel,
+    method: PaymentMethod,
+    paid_at: datetime | None = None,
+    cashier: User | None = None,
+    bank_code: str | None = None,
+    bank_reference: str | None = None,
+    payer_name: str | None = None,
+    reference: str | None = None,
+) -> Confirmation:
+    """Lock the notice, check it, and write payment + receipt + audit in the caller's transaction."""
+    notice = find_notice(session, notice_number, for_update=True)
+    now = utcnow()
+    paid_at = paid_at or now
+    check_payable(notice, paid_at, settings.timezone)
+    if amount != notice.total:
+        raise AmountMismatch(_("应缴 %(expected)s 元，实收 %(got)s 元：必须按通知书金额全额收取。",
+                               expected=f"{notice.total / 100:.2f}", got=f"{amount / 100:.2f}"),
+                             expected_amount=notice.total, actual_amount=amount)
+    shift = current_shift(session, cashier) if channel == Channel.CASHIER and cashier is not None else None
+    payment = Payment(
+        notice_id=notice.id, notice_number_given=notice.number, channel=channel, method=method, amount=amount,
+        currency="CNY", status=PaymentStatus.CONFIRMED, reference=reference,
+        cashier_id=cashier.id if cashier else None, shift_id=shift.id if shift else None,
+        bank_code=bank_code, bank_reference=bank_reference, payer_name=payer_name,
+        paid_at=paid_at, recorded_at=now,
+    )
+    session.add(payment)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as error:  # the partial unique index: someone else was faster
+        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number)) from error
+    notice.status = NoticeStatus.PAID
+    # The receipt counter and the audit head are serialisation points: take them last, so that
+    # their row locks are held for as short a time as possible.
+    receipt = issue_receipt(session, settings, notice, payment_id=payment.id, amount=amount,
+                            issued_by=cashier.display_name if cashier else (bank_code or actor.name),
+                            issued_at=now)
+    session.flush()
+    append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment.id,
+                 before={"notice_status": NoticeStatus.ISSUED},
+                 after={"notice": notice.number, "amount": amount, "channel": channel, "method": method,
+                        "receipt": receipt.number, "bank_reference": bank_reference})
+    return Confirmation(payment=payment, receipt=receipt, notice=notice)
+
+
+def confirm_cashier_payment(session: Session, settings: ReceiptSettings, cashier: User, *, notice_number: str,
+                            amount: int, method: str, reference: str | None = None) -> Confirmation:
+    if cashier.role != Role.CASHIER:
+        raise Forbidden(_("只有收费员可以收费。"))
+    return confirm_payment(session, settings, Actor("user", cashier.username, cashier.id),
+                           notice_number=notice_number, amount=amount, channel=Channel.CASHIER,
+                           method=PaymentMethod(method), cashier=cashier, reference=reference)
+
+
+def _move(payment: Payment, to: PaymentStatus) -> None:
+    if to not in PAYMENT_TRANSITIONS[payment.status]:
+        raise RefundNotDue(_("缴费记录 %(id)d 的状态为 %(s)s，不能改为 %(t)s。", id=payment.id, s=payment.status, t=to))
+    payment.status = to
+
+
+def void_receipt(session: Session, settings: ReceiptSettings, clerk: User, receipt_number: str,
+                 reason: str) -> Receipt:
+    """冲红: the receipt keeps its number and reads voided; the payment is refund_due; the notice
+    is payable again. Refused once a certificate was issued on it."""
+    if clerk.role != Role.FINANCE:
+        raise Forbidden(_("只有财务人员可以冲红收据。"))
+    if not reason:
+        raise ValidationFailed({"reason": [_("请填写冲红原因。")]})
+    receipt = find_receipt(session, receipt_number)
+    notice = find_notice(session, receipt.notice.number, for_update=True)
+    session.refresh(receipt)
+    if receipt.status == ReceiptStatus.VOIDED:
+        raise ReceiptAlreadyVoided(_("收据 %(n)s 已于此前冲红。", n=receipt.number))
+    if certificate_of(session, notice.id) is not None:
+        raise CertificateIssued(_("已凭收据 %(n)s 发证，不能冲红；请先按规定收回证照。", n=receipt.number))
+    payment = session.get(Payment, receipt.payment_id)
+    assert payment is not None
+    now = utcnow()
+    receipt.status = ReceiptStatus.VOIDED
+    receipt.voided_at = now
+    receipt.voided_by_id = clerk.id
+    receipt.void_reason = reason
+    _move(payment, PaymentStatus.REFUND_DUE)
+    payment.refund_due_at = now
+    payment.refund_due_reason = reason
+    notice.status = NoticeStatus.ISSUED
+    append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "receipt.voided",
+                 "receipt", receipt.number,
+                 before={"receipt": ReceiptStatus.VALID, "payment": PaymentStatus.CONFIRMED,
+                         "notice": NoticeStatus.PAID},
+                 after={"receipt": ReceiptStatus.VOIDED, "payment": PaymentStatus.REFUND_DUE,
+                        "notice": NoticeStatus.ISSUED, "reason": reason})
+    return receipt
+
+
+def mark_refund_due(session: Session, settings: ReceiptSettings, clerk: User, payment_id: int,
+                    reason: str) -> Payment:
+    """A flagged bank payment that cannot be applied: the money goes back to the payer."""
+    payment = _payment_for_finance(session, clerk, payment_id)
+    before = payment.status
+    _move(payment, PaymentStatus.REFUND_DUE)
+    payment.refund_due_at = utcnow()
+    payment.refund_due_reason = reason
+    append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "payment.refund_due",
+                 "payment", payment.id, before={"status": before},
+                 after={"status": payment.status, "reason": reason})
+    return payment
+
+
+def record_refund(session: Session, settings: ReceiptSettings, clerk: User, payment_id: int, *, method: str,
+                  reference: str | None) -> Payment:
+    payment = _payment_for_finance(session, clerk, payment_id)
+    _move(payment, PaymentStatus.REFUNDED)
+    payment.refunded_at = utcnow()
+    payment.refunded_by_id = clerk.id
+    payment.refund_method = PaymentMethod(method)
+    payment.refund_reference = reference
+    append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "payment.refunded",
+                 "payment", payment.id, before={"status": PaymentStatus.REFUND_DUE},
+                 after={"status": payment.status, "method": method, "reference": reference})
+    return payment
+
+
+def _payment_for_finance(session: Session, clerk: User, payment_id: int) -> Payment:
+    if clerk.role != Role.FINANCE:
+        raise Forbidden(_("只有财务人员可以办理退款。"))
+    payment = session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update(of=Payment))
+    if payment is None:
+        raise PaymentNotFound(_("没有编号为 %(id)d 的缴费记录。", id=payment_id))
+    return payment
+
+
+@dataclass(frozen=True)
+class ShiftTotals:
+    cash: int
+    card: int
+    transfer: int
+    other: int
+    count: int
+
+
+def shift_totals(session: Session, shift: CashierShift) -> ShiftTotals:
+    """Money the cashier took during the shift, by method (voided later or not: it was taken)."""
+    rows = session.execute(
+        select(Payment.method, func.coalesce(func.sum(Payment.amount), 0), func.count())
+        .where(Payment.shift_id == shift.id, Payment.channel == Channel.CASHIER)
+        .group_by(Payment.method)
+    ).all()
+    by_method = {method: (int(total), int(count)) for method, total, count in rows}
+    return ShiftTotals(
+        cash=by_method.get(PaymentMethod.CASH, (0, 0))[0], card=by_method.get(PaymentMethod.CARD, (0, 0))[0],
+        transfer=by_method.get(PaymentMethod.TRANSFER, (0, 0))[0],
+        other=by_method.get(PaymentMethod.OTHER, (0, 0))[0], count=sum(c for _t, c in by_method.values()),
+    )
+
+
+def close_shift(session: Session, settings: ReceiptSettings, cashier: User, *, declared_cash: int,
+                note: str | None = None) -> CashierShift:
+    if cashier.role != Role.CASHIER:
+        raise Forbidden(_("只有收费员可以日结。"))
+    shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
+                                                      CashierShift.closed_at.is_(None)).with_for_update(of=CashierShift))
+    if shift is None:
+        raise ShiftNotOpen(_("当前没有未结的班次：本班次还没有收过费，或已日结。"))
+    totals = shift_totals(session, shift)
+    shift.closed_at = utcnow()
+    shift.declared_cash = declared_cash
+    shift.recorded_cash = totals.cash
+    shift.recorded_card = totals.card
+    shift.recorded_transfer = totals.transfer
+    shift.recorded_other = totals.other
+    shift.note = note
+    append_audit(session, settings.audit_key, Actor("user", cashier.username, cashier.id), "shift.closed",
+                 "cashier_shift", shift.id,
+                 after={"declared_cash": declared_cash, "recorded_cash": totals.cash, "card": totals.card,
+                        "transfer": totals.transfer, "other": totals.other, "difference": shift.cash_difference})
+    return shift
+
+
+def payment_of(session: Session, notice_id: int) -> Payment | None:
+    """The notice's confirmed payment, else its latest one."""
+    return session.scalar(select(Payment).where(Payment.notice_id == notice_id)
+                          .order_by((Payment.status == PaymentStatus.CONFIRMED).desc(), Payment.id.desc()))
