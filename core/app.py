@@ -69,11 +69,13 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from fees import views as fees_views
     from notices import api as notices_api
     from notices import views as notices_views
+    from payments import api as payments_api
+    from receipts import api as receipts_api
 
     app.register_blueprint(core_views.bp)
     app.register_blueprint(fees_views.bp)
     app.register_blueprint(notices_views.bp)
-    for blp in (fees_api.blp, notices_api.blp):
+    for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp):
         csrf.exempt(blp)  # bearer tokens only; no cookies, so no CSRF
         api.register_blueprint(blp)
     api_guard.install(app)

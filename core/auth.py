@@ -19,6 +19,8 @@ from core.users import user_for_token
 F = TypeVar("F", bound=Callable[..., Any])
 
 login_manager = LoginManager()
+# OpenAPI security requirement of staff endpoints (the scheme is declared in core.app).
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _BEARER_KEY = "feeservice.bearer_user"
 
 

@@ -66,3 +66,27 @@ def draw_code128(canvas: Canvas, value: str, x: float, y: float, *, height: floa
 def code128_width(value: str, bar_width: float = BARCODE_BAR_WIDTH) -> float:
     return float(Code128(value, barWidth=bar_width, quiet=True, lquiet=10 * bar_width,
                          rquiet=10 * bar_width).width)
+
+
+def draw_qr(canvas: Canvas, text: str, x: float, y: float, size: float) -> None:
+    """A vector QR code (reportlab's widget) of `size` points square at (x, y)."""
+    from reportlab.graphics import renderPDF
+    from reportlab.graphics.barcode.qr import QrCodeWidget
+    from reportlab.graphics.shapes import Drawing
+
+    widget = QrCodeWidget(text, barLevel="M")
+    x0, y0, x1, y1 = widget.getBounds()
+    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
+    drawing.add(widget)
+    renderPDF.draw(drawing, canvas, x, y)
+
+
+def stamp(canvas: Canvas, font: str, word: str, centre_x: float, centre_y: float, *, size: float = 72) -> None:
+    """A translucent red diagonal word across the page (作废, 已缴费, 补打 …)."""
+    canvas.saveState()
+    canvas.setFillColorRGB(0.8, 0.1, 0.1, alpha=0.35)
+    canvas.setFont(font, size)
+    canvas.translate(centre_x, centre_y)
+    canvas.rotate(30)
+    canvas.drawCentredString(0, 0, word)
+    canvas.restoreState()

@@ -283,3 +283,12 @@ def payment_of(session: Session, notice_id: int) -> Payment | None:
     """The notice's confirmed payment, else its latest one."""
     return session.scalar(select(Payment).where(Payment.notice_id == notice_id)
                           .order_by((Payment.status == PaymentStatus.CONFIRMED).desc(), Payment.id.desc()))
+
+
+def find_shift(session: Session, user: User, shift_id: int) -> CashierShift:
+    shift = session.get(CashierShift, shift_id)
+    if shift is None:
+        raise NotFound(_("没有该班次。"))
+    if user.role == Role.CASHIER and shift.cashier_id != user.id:
+        raise Forbidden(_("只能查看自己的班次。"))
+    return shift

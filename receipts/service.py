@@ -179,3 +179,7 @@ def issue_certificate(session: Session, settings: ReceiptSettings, clerk: User, 
     append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "certificate.issued",
                  "certificate", number, after={"notice": notice.number, "receipt": receipt.number})
     return certificate
+
+
+def verification_url(base_url: str, receipt: Receipt) -> str:
+    return f"{base_url}/verify/{receipt.number}?code={receipt.verification_code}"
