@@ -70,11 +70,15 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from notices import api as notices_api
     from notices import views as notices_views
     from payments import api as payments_api
+    from payments import views as payments_views
     from receipts import api as receipts_api
+    from receipts import views as receipts_views
 
     app.register_blueprint(core_views.bp)
     app.register_blueprint(fees_views.bp)
     app.register_blueprint(notices_views.bp)
+    app.register_blueprint(payments_views.bp)
+    app.register_blueprint(receipts_views.bp)
     for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp):
         csrf.exempt(blp)  # bearer tokens only; no cookies, so no CSRF
         api.register_blueprint(blp)

@@ -89,7 +89,8 @@ def test_idempotency_key_replays_refuses_another_body_and_never_pays_twice(clien
     number = new_notice(client, staff)["number"]
     first = pay(client, staff, number, 8000, **{"Idempotency-Key": "k-1"})
     replay = client.post(f"/api/v1/notices/{number}/payments", data='{ "method": "cash",  "amount": 8000 }',
-                         content_type="application/json", headers=staff.headers("cashier", **{"Idempotency-Key": "k-1"}))
+                         content_type="application/json",
+                         headers=staff.headers("cashier", **{"Idempotency-Key": "k-1"}))
     assert first.status_code == replay.status_code == 201
     assert replay.json == first.json
     assert replay.headers.get("Idempotent-Replayed") == "true"
