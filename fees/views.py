@@ -7,6 +7,7 @@ from itertools import groupby
 from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
+from flask_babel import gettext as _
 
 from core.auth import public
 from core.clock import today
@@ -25,7 +26,7 @@ def schedule() -> Any:
         try:
             on = date.fromisoformat(request.args["on"])
         except ValueError:
-            error = "日期格式应为 YYYY-MM-DD，已显示今天的收费标准。"
+            error = _("日期格式应为 YYYY-MM-DD，已显示今天的收费标准。")
     with reading() as session:
         items = items_in_force(session, on)
         groups = [(department, list(rows)) for department, rows in groupby(items, key=lambda i: i.department)]

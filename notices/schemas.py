@@ -5,7 +5,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from core.schemas import DepartmentOut, Moment, PageArgs, money, text
+from core.schemas import DepartmentOut, IsoDate, Moment, PageArgs, money, text
 from notices.models import Notice, NoticeStatus
 from notices.numbers import group_digits
 
@@ -39,7 +39,7 @@ class NoticeIn(Schema):
     payer = fields.Nested(PayerIn, required=True)
     items = fields.List(fields.Nested(LineIn), required=True,
                         validate=validate.Length(min=1, max=50, error="收费项目须为 {min}–{max} 项。"))
-    due_date = fields.Date(allow_none=True)
+    due_date = IsoDate(allow_none=True)
 
 
 class CancelIn(Schema):
@@ -49,8 +49,8 @@ class CancelIn(Schema):
 class NoticeListArgs(PageArgs):
     status = fields.String(validate=validate.OneOf([s.value for s in NoticeStatus],
                                                      error="须为以下之一：{choices}。"))
-    from_ = fields.Date(data_key="from")
-    to = fields.Date()
+    from_ = IsoDate(data_key="from")
+    to = IsoDate()
     q = text(100)
 
 

@@ -17,6 +17,7 @@ from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Department, Role, User
+from core.money import format_yuan
 from fees.service import fee_in_force, mark_in_use
 from notices.models import Notice, NoticeLine, NoticeSerial, NoticeStatus
 from notices.numbers import compose_notice_number, normalise_notice_number
@@ -141,7 +142,8 @@ def issue_notice(
         if request.override_amount is not None:
             if request.override_amount > full_amount:
                 raise ValidationFailed({f"items.{position}.override_amount": [
-                    _("减免后的金额不能超过按标准计算的 %(amount)d 分。", amount=full_amount)]})
+                    _("减免后的金额不能超过按标准计算的 %(amount)s 元（%(fen)d 分）。",
+                      amount=format_yuan(full_amount), fen=full_amount)]})
             amount = request.override_amount
         mark_in_use(session, fee)
         lines.append(NoticeLine(

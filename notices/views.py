@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
@@ -21,10 +22,12 @@ from notices.barcode import code128_svg
 from notices.numbers import group_digits
 from notices.pdf import PAPER_SIZES, render_notice_pdf
 from notices.schemas import NoticeIn, NoticeListArgs
+from receipts.service import certificate_of, latest_receipt_of
 
 bp = Blueprint("notices", __name__, template_folder="templates")
 STAFF = (Role.WINDOW, Role.CASHIER, Role.FINANCE, Role.ADMIN)
 FORM_LINES = 5
+MAX_FORM_LINES = 50
 
 
 class CsrfOnly(FlaskForm):
@@ -57,19 +60,27 @@ def index() -> Any:
                                today=day, errors=errors, group_digits=group_digits)
 
 
-def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The HTML form as the API's JSON body (yuan → fen for reductions)."""
+def _line_count(form: Any) -> int:
+    """How many line rows the form had: 5 to MAX_FORM_LINES, whatever the client sent."""
+    text = str(form.get("line_count", FORM_LINES))
+    return min(max(int(text), FORM_LINES), MAX_FORM_LINES) if text.isdigit() else FORM_LINES
+
+
+def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]], list[int]]:
+    """The HTML form as the API's JSON body (yuan → fen for reductions), the errors found on the
+    way, and for each line sent the form row it came from (blank rows are skipped)."""
     errors: dict[str, list[str]] = {}
     items: list[dict[str, Any]] = []
-    for index in range(int(form.get("line_count", FORM_LINES))):
-        code = form.get(f"items-{index}-fee_code", "").strip()
+    rows: list[int] = []
+    for row in range(_line_count(form)):
+        code = form.get(f"items-{row}-fee_code", "").strip()
         if not code:
             continue
         line: dict[str, Any] = {"fee_code": code}
-        quantity = form.get(f"items-{index}-quantity", "").strip()
+        quantity = form.get(f"items-{row}-quantity", "").strip()
         line["quantity"] = int(quantity) if quantity.isdigit() else quantity
-        override = form.get(f"items-{index}-override_amount", "").strip()
-        reason = form.get(f"items-{index}-override_reason", "").strip()
+        override = form.get(f"items-{row}-override_amount", "").strip()
+        reason = form.get(f"items-{row}-override_reason", "").strip()
         if override:
             try:
                 line["override_amount"] = yuan_to_fen(override)
@@ -78,6 +89,7 @@ def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
         if reason:
             line["override_reason"] = reason
         items.append(line)
+        rows.append(row)
     payload: dict[str, Any] = {
         "department": form.get("department", ""),
         "payer": {"name": form.get("payer_name", ""), "id_number": form.get("payer_id_number") or None},
@@ -86,7 +98,19 @@ def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     }
     if form.get("due_date"):
         payload["due_date"] = form["due_date"]
-    return payload, errors
+    return payload, errors, rows
+
+
+def _errors_by_form_row(errors: dict[str, list[str]], rows: list[int]) -> dict[str, list[str]]:
+    """items.<line>.field → items.<form row>.field, so that each error sits under its own row."""
+    mapped: dict[str, list[str]] = {}
+    for key, messages in errors.items():
+        parts = key.split(".")
+        if len(parts) >= 2 and parts[0] == "items" and parts[1].isdigit() and int(parts[1]) < len(rows):
+            parts[1] = str(rows[int(parts[1])])
+            key = ".".join(parts)
+        mapped.setdefault(key, []).extend(messages)
+    return mapped
 
 
 @bp.route("/notices/new", methods=["GET", "POST"])
@@ -97,11 +121,13 @@ def new() -> Any:
     errors: dict[str, list[str]] = {}
     message = None
     if request.method == "POST" and csrf_form.validate_on_submit():
-        payload, errors = _form_payload(request.form)
+        payload, errors, rows = _form_payload(request.form)
         try:
             data = NoticeIn().load(payload)
         except ValidationError as exc:
             errors.update(flatten_messages(exc.messages))
+        if not payload["payer"]["name"].strip():
+            errors["payer.name"] = [_("请填写缴款人姓名或单位名称。")]
         if not errors:
             try:
                 with unit_of_work() as session:
@@ -117,15 +143,17 @@ def new() -> Any:
             except DomainError as error:
                 message = error.detail or str(error.title)
                 errors.update(error.extra.get("errors") or {})
+        errors = _errors_by_form_row(errors, rows)
         message = message or _("请更正标红的内容后再提交。")
     elif request.method == "POST":
         message = _("页面已过期，请刷新后重新提交。")
     with reading() as session:
         fees = [f for f in items_in_force(session, _today()) if f.department_id == clerk.department_id]
-    line_count = max(FORM_LINES, int(request.form.get("line_count", FORM_LINES) or FORM_LINES))
+    default_due = _today() + timedelta(days=int(current_app.config["FEESVC_DUE_DAYS"]))
     return render_template("notices/new.html", fees=fees, errors=errors, message=message,
-                           form=request.form, csrf_form=csrf_form, line_count=line_count,
-                           department=clerk.department), (200 if not message else 422)
+                           form=request.form, csrf_form=csrf_form, line_count=_line_count(request.form),
+                           department=clerk.department, default_due=default_due,
+                           due_days=current_app.config["FEESVC_DUE_DAYS"]), (200 if not message else 422)
 
 
 @bp.route("/notices/<number>")
@@ -137,7 +165,8 @@ def show(number: str) -> Any:
         service.check_can_view(user, notice)
         return render_template("notices/show.html", notice=notice, status=notice.status_on(_today()),
                                barcode=code128_svg(notice.number), group_digits=group_digits,
-                               csrf_form=CsrfOnly())
+                               csrf_form=CsrfOnly(), receipt=latest_receipt_of(session, notice.id),
+                               certificate=certificate_of(session, notice.id))
 
 
 @bp.route("/notices/<number>/print")
