@@ -140,10 +140,14 @@ class AuditReport:
     first_altered: int | None = None
     deleted: list[int] = field(default_factory=list)
     head_missing: bool = False
+    #: the head row does not point at the last entry (e.g. the tail was deleted and the head's
+    #: counter wound back, or the head was rewound below entries that exist)
+    head_mismatch: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.first_altered is None and not self.deleted and not self.head_missing
+        return (self.first_altered is None and not self.deleted and not self.head_missing
+                and not self.head_mismatch)
 
 
 def verify_audit_chain(session: Session, key: str) -> AuditReport:
@@ -168,4 +172,6 @@ def verify_audit_chain(session: Session, key: str) -> AuditReport:
         report.head_missing = True
     elif head.last_seq >= expected_seq:
         report.deleted.extend(range(expected_seq, head.last_seq + 1))
+    elif head.last_seq != expected_seq - 1 or not hmac.compare_digest(head.last_hash, prev_hash):
+        report.head_mismatch = True
     return report

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import click
 from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
+from flask_babel import force_locale
 
 from core.audit import Actor, verify_audit_chain
 from core.config import PROJECT_ROOT
@@ -29,15 +33,37 @@ def upgrade_database(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def in_default_locale(command_function: F) -> F:
+    """Run a command in the default locale (zh_CN).
+
+    Outside a request the app's locale selector cannot read the request's language, so the
+    messages of the domain errors a command reports are produced in the default locale here.
+    """
+
+    @functools.wraps(command_function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with force_locale(current_app.config.get("BABEL_DEFAULT_LOCALE") or "zh_CN"):
+            return command_function(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 def _fail(error: DomainError) -> None:
-    click.echo(f"错误：{error.detail or error.title}", err=True)
-    for field, messages in (error.extra.get("errors") or {}).items():
+    """Report a refused command on stderr, in Chinese, and exit 1 (nothing was written)."""
+    field_errors = error.extra.get("errors") or {}
+    # A validation error's detail speaks of "the request"; on the command line the title fits.
+    click.echo(f"错误：{error.title if field_errors else (error.detail or error.title)}", err=True)
+    for field, messages in field_errors.items():
         click.echo(f"  {field}: {'; '.join(messages)}", err=True)
     sys.exit(1)
 
 
 def register(app: Flask) -> None:
     @app.cli.command("init-db")
+    @in_default_locale
     def init_db_command() -> None:
         """Create or upgrade the schema to the newest migration."""
         upgrade_database(get_db().url)
@@ -49,13 +75,16 @@ def register(app: Flask) -> None:
 
     @users.command("create")
     @click.argument("name")
-    @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+    # Not a click.Choice: a wrong role gets the same Chinese message as any other refused field.
+    @click.option("--role", required=True, metavar="ROLE", help=" / ".join(r.value for r in Role))
     @click.option("--department", "department_code", default=None, help="部门代码（window 必填）")
     @click.option("--password", default=None, help="不给则随机生成并打印")
     @click.option("--display-name", default=None)
+    @in_default_locale
     def create_user_command(name: str, role: str, department_code: str | None, password: str | None,
                             display_name: str | None) -> None:
         """Create a staff user; the password is printed on the last line."""
+        role = role.strip()
         try:
             with unit_of_work() as session:
                 user, secret = create_user(session, current_app.config["FEESVC_AUDIT_KEY"],
@@ -73,6 +102,7 @@ def register(app: Flask) -> None:
 
     @tokens.command("create")
     @click.argument("name")
+    @in_default_locale
     def create_token_command(name: str) -> None:
         """Print a new API token for the user (shown once, stored hashed)."""
         try:
@@ -89,6 +119,7 @@ def register(app: Flask) -> None:
         pass
 
     @audit.command("verify")
+    @in_default_locale
     def verify_command() -> None:
         """Check the hash chain: OK, or the first altered entry and any deleted ones."""
         with reading() as session:
@@ -98,6 +129,8 @@ def register(app: Flask) -> None:
             return
         if report.head_missing:
             click.echo("失败：审计链头记录缺失。")
+        if report.head_mismatch:
+            click.echo("失败：审计链头与最后一条审计记录不符（末尾的记录可能已被删除，或链头被改动）。")
         if report.first_altered is not None:
             click.echo(f"失败：第 {report.first_altered} 条审计记录被篡改（首个不符的记录）。")
         if report.deleted:
@@ -113,6 +146,7 @@ def register(app: Flask) -> None:
     @click.option("--fees", "fees_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   default=PROJECT_ROOT / "demo" / "fee-schedule.csv")
     @click.option("--base-url", default="http://127.0.0.1:5000", help="where the demo is served")
+    @in_default_locale
     def demo_setup_command(fees_path: Path, base_url: str) -> None:
         """Migrate, load the demo fee schedule, and create demo users (printed with tokens)."""
         from core.demo import setup_demo

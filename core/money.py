@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
 
 MAX_AMOUNT = 10**12  # API.md: amounts are integers 0..10^12 fen
 
+_YUAN = re.compile(r"(?P<sign>[+-]?)(?P<whole>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.(?P<cents>[0-9]{1,2}))?",
+                   re.ASCII)
+_MORE_DECIMALS = re.compile(r"[+-]?[0-9,]+\.[0-9]{3,}", re.ASCII)
 _DIGITS = "零壹贰叁肆伍陆柒捌玖"
 _PLACES = ("", "拾", "佰", "仟")
-_GROUPS = ("", "万", "亿", "万亿")
 
 
 def format_yuan(fen: int, *, grouping: bool = True) -> str:
@@ -20,17 +22,20 @@ def format_yuan(fen: int, *, grouping: bool = True) -> str:
 
 
 def yuan_to_fen(text: str) -> int:
-    """'52', '52.5', '52.50' → 5250; more than two decimals or anything else raises ValueError."""
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation as exc:
-        raise ValueError(f"not an amount: {text!r}") from exc
-    if not value.is_finite():
+    """'52', '52.5', '52.50', '1,052.50' → fen; anything else raises ValueError.
+
+    Only ASCII digits with at most two decimals (thousands separators allowed in their places),
+    optionally signed: no exponents ('1e3'), underscores, full-width or other Unicode digits,
+    NaN or Infinity, and no third decimal even when it is zero ('52.500').
+    """
+    match = _YUAN.fullmatch(text.strip())
+    if not match:
+        if _MORE_DECIMALS.fullmatch(text.strip()):
+            raise ValueError(f"more than two decimals: {text!r}")
         raise ValueError(f"not an amount: {text!r}")
-    fen = value * 100
-    if fen != fen.to_integral_value():
-        raise ValueError(f"more than two decimals: {text!r}")
-    return int(fen)
+    sign, whole, cents = match.group("sign"), match.group("whole").replace(",", ""), match.group("cents") or ""
+    fen = int(whole) * 100 + int(cents.ljust(2, "0"))
+    return -fen if sign == "-" else fen
 
 
 def _group_capitals(group: int) -> str:
@@ -50,29 +55,35 @@ def _group_capitals(group: int) -> str:
 
 
 def _integer_capitals(n: int) -> str:
-    groups: list[int] = []
-    while n:
-        n, group = divmod(n, 10000)
-        groups.append(group)
-    text = ""
-    zero_between = False
-    for index in range(len(groups) - 1, -1, -1):
-        group = groups[index]
-        if group == 0:
-            zero_between = bool(text)
-            continue
-        if text and (zero_between or group < 1000):
-            text += "零"
-        text += _group_capitals(group) + _GROUPS[index]
-        zero_between = False
-    return text
+    """0 < n → its capitals in units of 万 and 亿 (10^12 is 壹万亿, 10^12 + 10^8 壹万零壹亿).
+
+    A 零 stands for any run of zeros between two non-zero digits, including a run that crosses
+    a 万 or 亿 boundary (100,100 → 壹拾万零壹佰), and never at the end.
+    """
+    if n >= 10**8:
+        high, low = divmod(n, 10**8)
+        text = _integer_capitals(high) + "亿"
+        if low:
+            text += ("零" if low < 10**7 else "") + _integer_capitals(low)
+        return text
+    if n >= 10**4:
+        high, low = divmod(n, 10**4)
+        text = _group_capitals(high) + "万"
+        if low:
+            text += ("零" if low < 1000 else "") + _group_capitals(low)
+        return text
+    return _group_capitals(n)
 
 
 def chinese_capitals(fen: int) -> str:
     """Amount in Chinese capitals as written on financial documents: 5200 → 伍拾贰元整.
 
-    Follows the rules of 《支付结算办法》附件: 整 after 元 or 角 when there are no 分; a 零
-    after 元 when 角 is zero but 分 is not; 壹拾 rather than 拾 at the head.
+    Follows 《支付结算办法》附件一《正确填写票据和结算凭证的基本规定》: 整 after 元 when the
+    amount ends there; after 角 the rules allow 整 or nothing, and we write 整; never 整 after 分.
+    One 零 for a run of zeros inside the number (6,007.14 → 陆仟零柒元壹角肆分); 零 after 元
+    when 角 is zero but 分 is not (325.04 → 叁佰贰拾伍元零肆分); where the 元 or 万 digit is zero
+    but the next is not, the rules allow either form and we write none (1,680.32 →
+    壹仟陆佰捌拾元叁角贰分). 壹拾 rather than 拾 at the head (10 → 壹拾元整).
     """
     if fen < 0:
         raise ValueError("negative amount")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Any
 
 from flask import current_app
@@ -39,6 +41,31 @@ def money(**kwargs: Any) -> fields.Integer:
     # strict: marshmallow would otherwise accept "5" and 5.0 and truncate 5.5 (PITFALLS.md).
     amount_range = validate.Range(min=0, max=MAX_AMOUNT, error="须为 {min}–{max} 之间的整数（以分计）。")
     return fields.Integer(strict=True, validate=amount_range, **kwargs)
+
+
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+
+class IsoDate(fields.Date):
+    """A calendar date written exactly `YYYY-MM-DD` (OpenAPI `format: date`, RFC 3339 full-date),
+    between 1900-01-01 and 2999-12-31.
+
+    marshmallow's Date uses `date.fromisoformat`, which on Python 3.11 also takes `20260101` and
+    week dates such as `2026-W01-1`; API.md promises one spelling, so take only that one. The range
+    keeps 0001-01-01 and 9999-12-31 away from time-zone arithmetic, which overflows on them.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
+        day = super()._deserialize(value, attr, data, **kwargs)
+        if not EARLIEST_DATE <= day <= LATEST_DATE:
+            raise ValidationError(f"日期须在 {EARLIEST_DATE} 至 {LATEST_DATE} 之间。")
+        return day
 
 
 class Moment(fields.DateTime):

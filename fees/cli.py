@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask_babel import force_locale
 
 from core.audit import Actor
 from core.db import unit_of_work
@@ -22,7 +23,9 @@ def register(app: Flask) -> None:
     def import_command(path: Path) -> None:
         """Load a fee schedule CSV (all rows or none)."""
         try:
-            with unit_of_work() as session:
+            # Outside a request the locale selector has no request to read: messages in zh_CN.
+            with force_locale(current_app.config.get("BABEL_DEFAULT_LOCALE") or "zh_CN"), \
+                    unit_of_work() as session:
                 summary = import_fee_schedule(session, current_app.config["FEESVC_AUDIT_KEY"],
                                               Actor.system("fees import"), path.read_bytes())
         except DomainError as error:
@@ -33,3 +36,5 @@ def register(app: Flask) -> None:
         click.echo(f"已读取 {summary.rows} 行：新增 {len(summary.created)}，修改 {len(summary.updated)}，"
                    f"未变 {summary.unchanged}；新建部门 {len(summary.departments_created)}，"
                    f"更名部门 {len(summary.departments_renamed)}。")
+        if not summary.changed:
+            click.echo("收费标准没有任何变化（nothing changed）。")

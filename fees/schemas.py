@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from core.schemas import DepartmentOut
+from core.schemas import DepartmentOut, IsoDate
 
 
 class FeeScheduleArgs(Schema):
-    on = fields.Date(metadata={"description": "日期 YYYY-MM-DD（默认今天）"})
+    on = IsoDate(metadata={"description": "日期 YYYY-MM-DD（默认今天）"})
 
 
 class FeeItemOut(Schema):

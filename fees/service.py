@@ -97,7 +97,9 @@ def parse_fee_csv(content: bytes) -> list[_Row]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FeeScheduleRefused([_("文件不是 UTF-8 编码（第 %(pos)d 字节）。", pos=exc.start)]) from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise FeeScheduleRefused([_("第 %(line)d 行：文件不是 UTF-8 编码（可能是 GBK），请另存为 UTF-8 后重试。",
+                                    line=line)]) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]

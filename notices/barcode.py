@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-
 from typing import Any
 
 from barcode import Code128
@@ -12,7 +11,7 @@ from barcode.charsets import code128
 from barcode.writer import SVGWriter
 
 
-class _Code128(Code128):  # type: ignore[misc]
+class _Code128(Code128):
     """python-barcode 0.16.1 drops a leading "99" (taken for a control code, its issue #251,
     fixed upstream in PR #263); every number of region 990001 starts with it."""
 
