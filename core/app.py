@@ -88,9 +88,11 @@ def _register_blueprints(app: Flask, api: Api) -> None:
 def _register_commands(app: Flask) -> None:
     from core import cli as core_cli
     from fees import cli as fees_cli
+    from notices import cli as notices_cli
 
     core_cli.register(app)
     fees_cli.register(app)
+    notices_cli.register(app)
 
 
 def _register_template_helpers(app: Flask) -> None:

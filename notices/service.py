@@ -272,3 +272,17 @@ def settings_from_config(config: Mapping[str, Any]) -> NoticeSettings:
     """Build the plain settings from the app config mapping (entry points pass app.config)."""
     return NoticeSettings(region_code=str(config["FEESVC_REGION_CODE"]), timezone=str(config["FEESVC_TIMEZONE"]),
                           due_days=int(config["FEESVC_DUE_DAYS"]), audit_key=str(config["FEESVC_AUDIT_KEY"]))
+
+
+def expire_overdue(session: Session, settings: NoticeSettings, today: date) -> list[str]:
+    """Mark unpaid notices past their due date as expired (the nightly job); returns their numbers."""
+    overdue = list(session.scalars(
+        select(Notice).where(Notice.status == NoticeStatus.ISSUED, Notice.due_date < today)
+        .with_for_update(of=Notice, skip_locked=True)
+    ))
+    for notice in overdue:
+        notice.status = NoticeStatus.EXPIRED
+        append_audit(session, settings.audit_key, Actor.system("notice expiry"), "notice.expired", "notice",
+                     notice.number, before={"status": NoticeStatus.ISSUED},
+                     after={"status": NoticeStatus.EXPIRED, "due_date": notice.due_date})
+    return [n.number for n in overdue]

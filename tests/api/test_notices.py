@@ -209,3 +209,17 @@ def test_cancel_needs_a_reason_and_happens_once(client: FlaskClient, staff: Staf
     assert response.json["cancel_reason"] == "材料不全，退件"
     again = client.post(path, json={"reason": "再次"}, headers=staff.headers("window"))
     assert again.status_code == 409 and again.json["type"].endswith("/notice-cancelled")
+
+
+def test_the_expiry_job_marks_overdue_notices_and_is_audited(client: FlaskClient, staff: Staff,
+                                                             monkeypatch: pytest.MonkeyPatch, app: Any) -> None:
+    monkeypatch.setattr(notices.service, "utcnow", at(datetime(2026, 1, 5, 2, 0, tzinfo=UTC)))
+    overdue = issue(client, staff).json["number"]
+    monkeypatch.undo()
+    current = issue(client, staff).json["number"]
+    result = app.test_cli_runner().invoke(args=["notices", "expire"])
+    assert result.exit_code == 0 and "1 张" in result.output
+    statuses = {n: client.get(f"/api/v1/notices/{n}", headers=staff.headers("window")).json["status"]
+                for n in (overdue, current)}
+    assert statuses == {overdue: "expired", current: "issued"}
+    assert "1 张" not in app.test_cli_runner().invoke(args=["notices", "expire"]).output
