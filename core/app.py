@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import Babel
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
@@ -20,6 +20,8 @@ SUPPORTED_LOCALES = ["zh_CN", "en"]
 
 
 def select_locale() -> str:
+    if not has_request_context():  # commands and jobs speak the default language
+        return "zh_CN"
     wanted = request.args.get("lang") or request.cookies.get("lang")
     if wanted in SUPPORTED_LOCALES:
         return wanted

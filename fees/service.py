@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -82,10 +83,37 @@ def fee_in_force(session: Session, code: str, on: date) -> FeeItem | None:
     )
 
 
-def mark_in_use(session: Session, item: FeeItem) -> None:
-    if not item.in_use:
-        session.execute(update(FeeItem).where(FeeItem.id == item.id).values(in_use=True))
-        item.in_use = True
+class FeeScheduleChanged(DomainError):
+    status = 409
+    code = "fee-schedule-changed"
+    title = _l("收费标准刚刚更新")
+
+
+def claim_in_use(session: Session, items: Iterable[FeeItem], on: date) -> None:
+    """Mark the versions a notice was priced from as used, and hold them until commit.
+
+    One conditional UPDATE per version, in id order, so that concurrent notices and imports (which
+    lock the versions they touch in id order too) take row locks in one order and cannot
+    deadlock. Each succeeds only if the version still has the amount and department the notice
+    was priced with and is still in force on `on`: an import that changed it in between makes the
+    notice fail with FeeScheduleChanged (the clerk resubmits); an import that comes later waits
+    for the row, then sees `in_use` and refuses to change the amount.
+    """
+    for item in sorted({item.id: item for item in items}.values(), key=lambda item: item.id):
+        claimed = session.execute(
+            update(FeeItem)
+            .where(
+                FeeItem.id == item.id,
+                FeeItem.amount == item.amount,
+                FeeItem.department_id == item.department_id,
+                FeeItem.effective_from <= on,
+                or_(FeeItem.effective_to.is_(None), FeeItem.effective_to >= on),
+            )
+            .values(in_use=True)
+            .returning(FeeItem.id)
+        ).first()
+        if claimed is None:
+            raise FeeScheduleChanged(_("收费项目 %(code)s 的收费标准刚刚更新，请重新开具。", code=item.code))
 
 
 def _parse_date(text: str) -> date:
@@ -173,14 +201,20 @@ def import_fee_schedule(session: Session, audit_key: str, actor: Actor, content:
     """Apply a fee schedule file. Any refused row refuses the whole file (the caller rolls back)."""
     rows = parse_fee_csv(content)
     summary = ImportSummary(rows=len(rows))
-    departments = _apply_departments(session, audit_key, actor, rows, summary)
-    problems: list[str] = []
+    # Lock the versions first, in id order (as notices do, see claim_in_use), so that `in_use` is
+    # read as of now and no notice can start using a version whose amount this file changes.
     existing = {
         (item.code, item.effective_from): item
         for item in session.scalars(
-            select(FeeItem).where(FeeItem.code.in_({r.values["code"] for r in rows}))
+            select(FeeItem)
+            .where(FeeItem.code.in_({r.values["code"] for r in rows}))
+            .order_by(FeeItem.id)
+            .with_for_update(of=FeeItem)
+            .execution_options(populate_existing=True)
         )
     }
+    departments = _apply_departments(session, audit_key, actor, rows, summary)
+    problems: list[str] = []
     for row in rows:
         v = row.values
         item = existing.get((v["code"], v["effective_from"]))

@@ -207,7 +207,7 @@ class _NoticeDrawing:
         for number, page in enumerate(pages, start=1):
             self.canvas.scale(self.layout.scale, self.layout.scale)
             self.canvas.setLineWidth(0.6)
-            y = self._first_page_head() if number == 1 else self._next_page_head(number)
+            y = self._first_page_head() if number == 1 else self._next_page_head()
             if page.rows:
                 y = self._table(page.rows, y)
             if page.totals:
@@ -273,7 +273,7 @@ class _NoticeDrawing:
             y -= _ROW_H
         return y - 6 * mm
 
-    def _next_page_head(self, page: int) -> float:
+    def _next_page_head(self) -> float:
         canvas, font = self.canvas, self.font
         y = self.top
         canvas.setFont(font, 14)

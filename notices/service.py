@@ -18,7 +18,8 @@ from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Department, Role, User
 from core.money import format_yuan
-from fees.service import fee_in_force, mark_in_use
+from fees.models import FeeItem
+from fees.service import claim_in_use, fee_in_force
 from notices.models import Notice, NoticeLine, NoticeSerial, NoticeStatus
 from notices.numbers import compose_notice_number, normalise_notice_number
 
@@ -127,6 +128,7 @@ def issue_notice(
         raise ValidationFailed(errors)
 
     lines: list[NoticeLine] = []
+    fees: list[FeeItem] = []
     for position, request in enumerate(items):
         fee = fee_in_force(session, request.fee_code, today)
         if fee is None:
@@ -145,7 +147,7 @@ def issue_notice(
                     _("减免后的金额不能超过按标准计算的 %(amount)s 元（%(fen)d 分）。",
                       amount=format_yuan(full_amount), fen=full_amount)]})
             amount = request.override_amount
-        mark_in_use(session, fee)
+        fees.append(fee)
         lines.append(NoticeLine(
             position=position, fee_item_id=fee.id, fee_code=fee.code, name=fee.name, unit=fee.unit,
             quantity=request.quantity, unit_amount=fee.amount, amount=amount,
@@ -154,6 +156,8 @@ def issue_notice(
     total = sum(line.amount for line in lines)
     if total <= 0:
         raise ValidationFailed({"items": [_("合计金额为零：全额减免的事项无需开具缴款通知书。")]})
+    # Lock the versions priced from (and check that a concurrent import did not just change them).
+    claim_in_use(session, fees, today)
 
     year = today.year
     serial = allocate_serial(session, settings.region_code, year)

@@ -63,7 +63,7 @@ def index() -> Any:
 def _line_count(form: Any) -> int:
     """How many line rows the form had: 5 to MAX_FORM_LINES, whatever the client sent."""
     text = str(form.get("line_count", FORM_LINES))
-    return min(max(int(text), FORM_LINES), MAX_FORM_LINES) if text.isdigit() else FORM_LINES
+    return min(max(int(text), FORM_LINES), MAX_FORM_LINES) if text.isascii() and text.isdigit() else FORM_LINES
 
 
 def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]], list[int]]:
@@ -78,7 +78,7 @@ def _form_payload(form: Any) -> tuple[dict[str, Any], dict[str, list[str]], list
             continue
         line: dict[str, Any] = {"fee_code": code}
         quantity = form.get(f"items-{row}-quantity", "").strip()
-        line["quantity"] = int(quantity) if quantity.isdigit() else quantity
+        line["quantity"] = int(quantity) if quantity.isascii() and quantity.isdigit() else quantity
         override = form.get(f"items-{row}-override_amount", "").strip()
         reason = form.get(f"items-{row}-override_reason", "").strip()
         if override:

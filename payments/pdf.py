@@ -9,11 +9,10 @@ from typing import Any
 from flask_babel import gettext as _
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
 
 from core.clock import local
 from core.money import format_yuan
-from core.pdf import cjk_font
+from core.pdf import cjk_font, new_canvas
 from payments.models import CashierShift
 from payments.service import ShiftTotals
 
@@ -23,7 +22,7 @@ def render_shift_report(shift: CashierShift, totals: ShiftTotals, config: Mappin
     tz = str(config["FEESVC_TIMEZONE"])
     buffer = io.BytesIO()
     width, height = A4
-    c = Canvas(buffer, pagesize=A4, pageCompression=1)
+    c = new_canvas(buffer, A4, font)
     c.setTitle(_("收费员日结单"))
     left, y = 20 * mm, height - 25 * mm
     c.setFont(font, 12)

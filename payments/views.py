@@ -76,7 +76,8 @@ def pay() -> Any:
 
     if not CsrfOnly().validate_on_submit():
         return fail(_("页面已过期，请重新扫描通知书。"))
-    if method not in {m.value for m in PaymentMethod} or not amount_text.isdigit() or not 1 <= len(key) <= 64:
+    amount_ok = amount_text.isascii() and amount_text.isdigit()
+    if method not in {m.value for m in PaymentMethod} or not amount_ok or not 1 <= len(key) <= 64:
         return fail(_("请选择缴费方式后再确认。"))
     client = f"user:{cashier_user.id}"
     form_key = "cashier-form:" + key

@@ -10,12 +10,11 @@ from typing import Any
 from flask_babel import gettext as _
 from reportlab.lib.pagesizes import A5, landscape
 from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
 from sqlalchemy.orm import Session
 
 from core.clock import local
 from core.money import chinese_capitals, format_yuan
-from core.pdf import cjk_font, draw_qr, stamp
+from core.pdf import cjk_font, draw_qr, new_canvas, stamp
 from notices.numbers import group_digits
 from receipts.models import Receipt, ReceiptStatus
 from receipts.service import verification_url
@@ -35,7 +34,7 @@ def render_receipt_pdf(session: Session, receipt: Receipt, config: Mapping[str, 
     notice = receipt.notice
     buffer = io.BytesIO()
     width, height = PAGE
-    c = Canvas(buffer, pagesize=PAGE, pageCompression=1)
+    c = new_canvas(buffer, PAGE, font)
     c.setTitle(f"{_('收据')} {receipt.number}")
     left, right, top = 14 * mm, width - 14 * mm, height - 12 * mm
 
