@@ -13,6 +13,7 @@ from typing import IO, Any
 from reportlab.graphics.barcode.code128 import Code128
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
@@ -94,3 +95,12 @@ def stamp(canvas: Canvas, font: str, word: str, centre_x: float, centre_y: float
     canvas.rotate(30)
     canvas.drawCentredString(0, 0, word)
     canvas.restoreState()
+
+
+def fit_text(text: str, font: str, size: float, width: float) -> str:
+    """The text, cut with an ellipsis where it would overflow `width`."""
+    if stringWidth(text, font, size) <= width:
+        return text
+    while text and stringWidth(text + "…", font, size) > width:
+        text = text[:-1]
+    return text + "…"

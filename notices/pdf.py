@@ -23,7 +23,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from core.clock import local
 from core.money import chinese_capitals, format_yuan
-from core.pdf import BARCODE_BAR_WIDTH, cjk_font, code128_width, draw_code128, new_canvas
+from core.pdf import BARCODE_BAR_WIDTH, cjk_font, code128_width, draw_code128, fit_text, new_canvas
 from notices.models import Notice, NoticeLine, NoticeStatus
 from notices.numbers import group_digits
 
@@ -267,9 +267,9 @@ class _NoticeDrawing:
             canvas.drawString(mid + 2 * mm, y - _BASELINE, label_b)
             canvas.setFont(font, 11)
             canvas.drawString(left + value_offset, y - _BASELINE,
-                              _fit(value_a, font, 11, mid - left - value_offset - 2 * mm))
+                              fit_text(value_a, font, 11, mid - left - value_offset - 2 * mm))
             canvas.drawString(mid + value_offset, y - _BASELINE,
-                              _fit(value_b, font, 11, right - mid - value_offset - 2 * mm))
+                              fit_text(value_b, font, 11, right - mid - value_offset - 2 * mm))
             y -= _ROW_H
         return y - 6 * mm
 
@@ -281,7 +281,7 @@ class _NoticeDrawing:
         canvas.setFont(font, 10)
         canvas.drawString(self.left, y - 13 * mm, _("通知书编号 %(n)s", n=self.grouped))
         canvas.drawRightString(self.right, y - 13 * mm,
-                               _fit(_("缴款人：%(p)s", p=self.notice.payer_name), font, 10,
+                               fit_text(_("缴款人：%(p)s", p=self.notice.payer_name), font, 10,
                                     (self.right - self.left) / 2 - 4 * mm))
         return y - _NEXT_PAGE_HEAD
 
@@ -295,7 +295,7 @@ class _NoticeDrawing:
         canvas.setFillGray(0)
         canvas.setFont(font, 10)
         for title, x, x_next in zip(titles, xs, xs[1:], strict=False):
-            canvas.drawString(x + 1.5 * mm, y - _BASELINE, _fit(title, font, 10, x_next - x - 2 * mm))
+            canvas.drawString(x + 1.5 * mm, y - _BASELINE, fit_text(title, font, 10, x_next - x - 2 * mm))
         y -= _ROW_H
         for row in rows:
             line = row.line
@@ -424,14 +424,6 @@ def _clip(lines: list[str], limit: int) -> list[str]:
     if len(lines) <= limit:
         return lines
     return lines[: limit - 1] + [lines[limit - 1][:-1] + "…"]
-
-
-def _fit(text: str, font: str, size: float, width: float) -> str:
-    if stringWidth(text, font, size) <= width:
-        return text
-    while text and stringWidth(text + "…", font, size) > width:
-        text = text[:-1]
-    return text + "…"
 
 
 def _fit_size(text: str, font: str, size: float, width: float, *, char_space: float = 0,

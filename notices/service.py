@@ -21,7 +21,7 @@ from core.money import format_yuan
 from fees.models import FeeItem
 from fees.service import claim_in_use, fee_in_force
 from notices.models import Notice, NoticeLine, NoticeSerial, NoticeStatus
-from notices.numbers import compose_notice_number, normalise_notice_number
+from notices.numbers import compose_notice_number, group_digits, normalise_notice_number
 
 MAX_LINES = 50
 MAX_DUE_DAYS = 366
@@ -204,7 +204,7 @@ def find_notice(session: Session, number_text: str, *, for_update: bool = False)
         query = query.with_for_update(of=Notice)
     notice = session.scalar(query)
     if notice is None:
-        raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=number))
+        raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
     return notice
 
 

@@ -17,6 +17,7 @@ from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from notices.models import Notice, NoticeStatus
+from notices.numbers import group_digits
 from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, find_notice
 from payments.models import (
     PAYMENT_TRANSITIONS,
@@ -74,12 +75,12 @@ class Confirmation:
 def check_payable(notice: Notice, at: datetime, timezone: str) -> None:
     """Raise the named error of API.md for a notice that cannot take money at that moment."""
     if notice.status == NoticeStatus.PAID:
-        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number))
+        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=group_digits(notice.number)))
     if notice.status == NoticeStatus.CANCELLED:
-        raise NoticeCancelled(_("通知书 %(n)s 已作废，不能收费。请缴款人回受理窗口。", n=notice.number))
+        raise NoticeCancelled(_("通知书 %(n)s 已作废，不能收费。请缴款人回受理窗口。", n=group_digits(notice.number)))
     if notice.status == NoticeStatus.EXPIRED or at.astimezone(zone(timezone)).date() > notice.due_date:
         raise NoticeExpired(_("通知书 %(n)s 已于 %(d)s 过期，不能收费。请缴款人回受理窗口重新开具。",
-                              n=notice.number, d=notice.due_date.isoformat()))
+                              n=group_digits(notice.number), d=notice.due_date.isoformat()))
 
 
 def current_shift(session: Session, cashier: User, *, open_if_none: bool = True) -> CashierShift | None:

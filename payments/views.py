@@ -19,7 +19,7 @@ from core.money import yuan_to_fen
 from notices.numbers import group_digits
 from notices.service import find_notice
 from payments import service
-from payments.models import PaymentMethod
+from payments.models import Payment, PaymentMethod
 from payments.pdf import render_shift_report
 from receipts.service import receipt_settings
 
@@ -112,7 +112,7 @@ def receipt(number: str) -> Any:
     with reading() as session:
         found = find_receipt(session, number)
         return render_template("payments/paid.html", receipt=found, notice=found.notice, group_digits=group_digits,
-                               idempotency_key=uuid.uuid4().hex)
+                               payment=session.get(Payment, found.payment_id), methods=METHOD_LABELS)
 
 
 @bp.route("/cashier/shift", methods=["GET", "POST"])

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import local
 from core.money import chinese_capitals, format_yuan
-from core.pdf import cjk_font, draw_qr, new_canvas, stamp
+from core.pdf import cjk_font, draw_qr, fit_text, new_canvas, stamp
 from notices.numbers import group_digits
 from receipts.models import Receipt, ReceiptStatus
 from receipts.service import verification_url
@@ -64,20 +64,25 @@ def render_receipt_pdf(session: Session, receipt: Receipt, config: Mapping[str, 
         y -= 5.5 * mm
 
     y -= 1 * mm
-    columns = [left, left + 100 * mm, left + 120 * mm, left + 145 * mm]
+    # The table stays left of the QR code (right - 38 mm); amounts are right-aligned.
+    table_right = right - 40 * mm
+    name_width = 84 * mm
+    quantity_x, unit_price_right = left + 86 * mm, left + 122 * mm
     c.setLineWidth(0.5)
-    c.line(left, y + 3.5 * mm, right - 38 * mm, y + 3.5 * mm)
-    for x, title in zip(columns, [_("收费项目"), _("数量"), _("单价"), _("金额（元）")], strict=True):
-        c.drawString(x, y - 1 * mm, title)
+    c.line(left, y + 3.5 * mm, table_right, y + 3.5 * mm)
+    c.drawString(left, y - 1 * mm, _("收费项目"))
+    c.drawString(quantity_x, y - 1 * mm, _("数量"))
+    c.drawRightString(unit_price_right, y - 1 * mm, _("单价"))
+    c.drawRightString(table_right, y - 1 * mm, _("金额（元）"))
     y -= 6 * mm
     for line in notice.lines:
         name = line.name + (_("（减免：%(r)s）", r=line.override_reason) if line.override_reason else "")
-        c.drawString(columns[0], y, name[:34])
-        c.drawString(columns[1], y, f"{line.quantity} {line.unit}")
-        c.drawString(columns[2], y, format_yuan(line.unit_amount))
-        c.drawString(columns[3], y, format_yuan(line.amount))
+        c.drawString(left, y, fit_text(name, font, 10, name_width))
+        c.drawString(quantity_x, y, f"{line.quantity} {line.unit}")
+        c.drawRightString(unit_price_right, y, format_yuan(line.unit_amount))
+        c.drawRightString(table_right, y, format_yuan(line.amount))
         y -= 5 * mm
-    c.line(left, y + 3 * mm, right - 38 * mm, y + 3 * mm)
+    c.line(left, y + 3 * mm, table_right, y + 3 * mm)
     y -= 2 * mm
     c.setFont(font, 11)
     c.drawString(left, y, _("合计（小写）：¥ %(a)s", a=format_yuan(receipt.amount)))
