@@ -50,7 +50,7 @@ def record_payment(data: dict[str, Any], number: str) -> dict[str, Any]:
                 "receipt": receipt_view(receipt, verification_url(public_base_url(), receipt))}
 
 
-@blp.route("/payments/<int(max=9223372036854775807):payment_id>", methods=["GET"])
+@blp.route("/payments/<int(max=2147483647):payment_id>", methods=["GET"])
 @api_roles(Role.CASHIER, Role.FINANCE, Role.ADMIN)
 @blp.response(200, PaymentOut)
 @blp.doc(security=BEARER)
@@ -63,7 +63,7 @@ def get_payment(payment_id: int) -> dict[str, Any]:
         return payment_view(payment)
 
 
-@blp.route("/payments/<int(max=9223372036854775807):payment_id>/refund-due", methods=["POST"])
+@blp.route("/payments/<int(max=2147483647):payment_id>/refund-due", methods=["POST"])
 @api_roles(Role.FINANCE)
 @idempotent
 @blp.arguments(RefundDueIn)
@@ -78,7 +78,7 @@ def mark_refund_due(data: dict[str, Any], payment_id: int) -> dict[str, Any]:
         return payment_view(payment)
 
 
-@blp.route("/payments/<int(max=9223372036854775807):payment_id>/refund", methods=["POST"])
+@blp.route("/payments/<int(max=2147483647):payment_id>/refund", methods=["POST"])
 @api_roles(Role.FINANCE)
 @idempotent
 @blp.arguments(RefundIn)
@@ -121,7 +121,7 @@ def close_shift(data: dict[str, Any]) -> dict[str, Any]:
         return shift_view(shift, service.shift_totals(session, shift))
 
 
-@blp.route("/shifts/<int(max=9223372036854775807):shift_id>/pdf", methods=["GET"])
+@blp.route("/shifts/<int(max=2147483647):shift_id>/pdf", methods=["GET"])
 @api_roles(Role.CASHIER, Role.FINANCE)
 @blp.response(200, content_type="application/pdf")
 @blp.doc(security=BEARER)

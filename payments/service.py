@@ -200,6 +200,9 @@ def mark_refund_due(session: Session, settings: ReceiptSettings, clerk: User, pa
                     reason: str) -> Payment:
     """A flagged bank payment that cannot be applied: the money goes back to the payer."""
     payment = _payment_for_finance(session, clerk, payment_id)
+    if payment.status != PaymentStatus.FLAGGED:
+        # A confirmed payment has a valid receipt: refunding it means voiding that receipt (冲红).
+        raise RefundNotDue(_("只有待处理（flagged）的银行缴费可以直接标记为待退款；已确认的缴费请先冲红其收据。"))
     before = payment.status
     _move(payment, PaymentStatus.REFUND_DUE)
     payment.refund_due_at = utcnow()

@@ -147,7 +147,7 @@ def shift() -> Any:
     return render_template("payments/shift.html", shift=current, totals=totals, error=error, csrf_form=form)
 
 
-@bp.route("/cashier/shifts/<int(max=9223372036854775807):shift_id>/print")
+@bp.route("/cashier/shifts/<int(max=2147483647):shift_id>/print")
 @page_roles(Role.CASHIER, Role.FINANCE)
 def shift_report(shift_id: int) -> Response:
     user = page_user()

@@ -68,7 +68,7 @@ def void(number: str) -> Any:
     return redirect(url_for("receipts.show", number=number))
 
 
-@bp.route("/payments/<int(max=9223372036854775807):payment_id>/refund", methods=["POST"])
+@bp.route("/payments/<int(max=2147483647):payment_id>/refund", methods=["POST"])
 @page_roles(Role.FINANCE)
 def refund(payment_id: int) -> Any:
     back = request.form.get("back") or url_for("core.home")

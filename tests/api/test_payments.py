@@ -182,3 +182,12 @@ def test_shift_close_reports_totals_and_the_cash_difference(client: FlaskClient,
     assert again.status_code == 409
     pdf = client.get(f"/api/v1/shifts/{closed.json['id']}/pdf", headers=staff.headers("cashier"))
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+
+def test_a_confirmed_payment_is_refunded_only_by_voiding_its_receipt(client: FlaskClient, staff: Staff) -> None:
+    paid = pay(client, staff, new_notice(client, staff)["number"], 8000).json
+    response = client.post(f"/api/v1/payments/{paid['payment']['id']}/refund-due", json={"reason": "退回"},
+                           headers=staff.headers("finance"))
+    assert response.status_code == 409 and response.json["type"].endswith("/refund-not-due")
+    receipt = client.get(f"/api/v1/receipts/{paid['receipt']['number']}", headers=staff.headers("finance")).json
+    assert receipt["status"] == "valid"
