@@ -9,9 +9,11 @@ from core.auth import api_roles, api_user
 from core.clock import today
 from core.db import reading, unit_of_work
 from core.models import Role
+from core.web import public_base_url
 from notices import service
 from notices.pdf import PAPER_SIZES, render_notice_pdf
 from notices.schemas import CancelIn, NoticeIn, NoticeListArgs, NoticeOut, NoticePageOut, notice_view
+from payments.schemas import NoticeWithPaymentOut, notice_with_payment_view
 
 blp = Blueprint("notices_api", __name__, url_prefix="/api/v1", description="缴款通知书")
 
@@ -67,7 +69,7 @@ def list_notices(args: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/notices/<number>", methods=["GET"])
 @api_roles(*ANY_STAFF)
-@blp.response(200, NoticeOut)
+@blp.response(200, NoticeWithPaymentOut)
 @blp.doc(security=[{"bearer": []}])
 def get_notice(number: str) -> dict[str, Any]:
     """One notice (a window: its own department's only)."""
@@ -75,7 +77,7 @@ def get_notice(number: str) -> dict[str, Any]:
     with reading() as session:
         notice = service.find_notice(session, number)
         service.check_can_view(user, notice)
-        return notice_view(notice, _today())
+        return notice_with_payment_view(session, notice, _today(), public_base_url())
 
 
 @blp.route("/notices/<number>/pdf", methods=["GET"])

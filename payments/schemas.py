@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from marshmallow import Schema, fields, validate
+from sqlalchemy.orm import Session
 
 from core.schemas import Moment, money, text
+from notices.models import Notice
+from notices.schemas import NoticeOut, notice_view
 from payments.models import CashierShift, Payment, PaymentMethod, PaymentStatus
-from payments.service import ShiftTotals
-from receipts.schemas import ReceiptOut
+from payments.service import ShiftTotals, payment_of
+from receipts.schemas import CertificateOut, ReceiptOut, certificate_view, receipt_view
+from receipts.service import certificate_of, latest_receipt_of, verification_url
 
 METHODS = [m.value for m in PaymentMethod]
 
@@ -95,3 +100,22 @@ def shift_view(shift: CashierShift, totals: ShiftTotals) -> dict[str, Any]:
 class ConfirmationOut(Schema):
     payment = fields.Nested(PaymentOut, required=True)
     receipt = fields.Nested(ReceiptOut, required=True)
+
+
+class NoticeWithPaymentOut(NoticeOut):
+    """The notice of API.md with what happened to it: its payment, receipt and certificate."""
+
+    payment = fields.Nested(PaymentOut, allow_none=True)
+    receipt = fields.Nested(ReceiptOut, allow_none=True)
+    certificate = fields.Nested(CertificateOut, allow_none=True)
+
+
+def notice_with_payment_view(session: Session, notice: Notice, today: date, base_url: str) -> dict[str, Any]:
+    view = notice_view(notice, today)
+    payment = payment_of(session, notice.id)
+    receipt = latest_receipt_of(session, notice.id)
+    certificate = certificate_of(session, notice.id)
+    view["payment"] = payment_view(payment) if payment else None
+    view["receipt"] = receipt_view(receipt, verification_url(base_url, receipt)) if receipt else None
+    view["certificate"] = certificate_view(certificate) if certificate else None
+    return view

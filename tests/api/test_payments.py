@@ -191,3 +191,16 @@ def test_a_confirmed_payment_is_refunded_only_by_voiding_its_receipt(client: Fla
     assert response.status_code == 409 and response.json["type"].endswith("/refund-not-due")
     receipt = client.get(f"/api/v1/receipts/{paid['receipt']['number']}", headers=staff.headers("finance")).json
     assert receipt["status"] == "valid"
+
+
+def test_the_notice_shows_its_payment_receipt_and_certificate(client: FlaskClient, staff: Staff) -> None:
+    number = new_notice(client, staff)["number"]
+    unpaid = client.get(f"/api/v1/notices/{number}", headers=staff.headers("window")).json
+    assert (unpaid["payment"], unpaid["receipt"], unpaid["certificate"]) == (None, None, None)
+    paid = pay(client, staff, number, 8000).json
+    client.post(f"/api/v1/notices/{number}/certificate", json={"certificate_number": "C-1"},
+                headers=staff.headers("window"))
+    shown = client.get(f"/api/v1/notices/{number}", headers=staff.headers("window")).json
+    assert shown["payment"]["id"] == paid["payment"]["id"]
+    assert shown["receipt"]["number"] == paid["receipt"]["number"]
+    assert shown["certificate"]["number"] == "C-1"
