@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
 import click
 from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
-from flask_babel import force_locale
 
 from core.audit import Actor, verify_audit_chain
 from core.config import PROJECT_ROOT
@@ -33,24 +29,6 @@ def upgrade_database(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def in_default_locale(command_function: F) -> F:
-    """Run a command in the default locale (zh_CN).
-
-    Outside a request the app's locale selector cannot read the request's language, so the
-    messages of the domain errors a command reports are produced in the default locale here.
-    """
-
-    @functools.wraps(command_function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with force_locale(current_app.config.get("BABEL_DEFAULT_LOCALE") or "zh_CN"):
-            return command_function(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
 def _fail(error: DomainError) -> None:
     """Report a refused command on stderr, in Chinese, and exit 1 (nothing was written)."""
     field_errors = error.extra.get("errors") or {}
@@ -63,7 +41,6 @@ def _fail(error: DomainError) -> None:
 
 def register(app: Flask) -> None:
     @app.cli.command("init-db")
-    @in_default_locale
     def init_db_command() -> None:
         """Create or upgrade the schema to the newest migration."""
         upgrade_database(get_db().url)
@@ -80,7 +57,6 @@ def register(app: Flask) -> None:
     @click.option("--department", "department_code", default=None, help="部门代码（window 必填）")
     @click.option("--password", default=None, help="不给则随机生成并打印")
     @click.option("--display-name", default=None)
-    @in_default_locale
     def create_user_command(name: str, role: str, department_code: str | None, password: str | None,
                             display_name: str | None) -> None:
         """Create a staff user; the password is printed on the last line."""
@@ -102,7 +78,6 @@ def register(app: Flask) -> None:
 
     @tokens.command("create")
     @click.argument("name")
-    @in_default_locale
     def create_token_command(name: str) -> None:
         """Print a new API token for the user (shown once, stored hashed)."""
         try:
@@ -119,7 +94,6 @@ def register(app: Flask) -> None:
         pass
 
     @audit.command("verify")
-    @in_default_locale
     def verify_command() -> None:
         """Check the hash chain: OK, or the first altered entry and any deleted ones."""
         with reading() as session:
@@ -146,7 +120,6 @@ def register(app: Flask) -> None:
     @click.option("--fees", "fees_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   default=PROJECT_ROOT / "demo" / "fee-schedule.csv")
     @click.option("--base-url", default="http://127.0.0.1:5000", help="where the demo is served")
-    @in_default_locale
     def demo_setup_command(fees_path: Path, base_url: str) -> None:
         """Migrate, load the demo fee schedule, and create demo users (printed with tokens)."""
         from core.demo import setup_demo

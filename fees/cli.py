@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask_babel import force_locale
 
 from core.audit import Actor
 from core.db import unit_of_work
@@ -23,9 +22,7 @@ def register(app: Flask) -> None:
     def import_command(path: Path) -> None:
         """Load a fee schedule CSV (all rows or none)."""
         try:
-            # Outside a request the locale selector has no request to read: messages in zh_CN.
-            with force_locale(current_app.config.get("BABEL_DEFAULT_LOCALE") or "zh_CN"), \
-                    unit_of_work() as session:
+            with unit_of_work() as session:
                 summary = import_fee_schedule(session, current_app.config["FEESVC_AUDIT_KEY"],
                                               Actor.system("fees import"), path.read_bytes())
         except DomainError as error:
