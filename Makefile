@@ -29,7 +29,7 @@ install-dev: $(VENV)/.installed-dev
 # The demo serves plain http on localhost, so its session cookie cannot be Secure-only.
 run: install
 	$(FLASK) demo setup --base-url http://$(HOST):$(PORT)
-	FEESVC_INSECURE_COOKIES=1 $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app
+	FEESVC_INSECURE_COOKIES=1 $(BIN)/gunicorn --no-control-socket --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app
 
 ## The whole suite this machine can run (PostgreSQL tests run when TEST_DATABASE_URL is set).
 test: install-dev

@@ -4,6 +4,7 @@ import enum
 from datetime import date, datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -32,13 +33,14 @@ class NoticeSerial(Base):
 
     region_code: Mapped[str] = mapped_column(String(6), primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_serial: Mapped[int] = mapped_column(Integer)
+    last_serial: Mapped[int] = mapped_column(BigInteger)  # serials have 10 digits
 
 
 class Notice(Base):
     __tablename__ = "notices"
     __table_args__ = (
         UniqueConstraint("region_code", "year", "serial", name="uq_notices_region_year_serial"),
+        CheckConstraint("serial BETWEEN 1 AND 9999999999", name="serial_range"),
         CheckConstraint("total > 0", name="total_positive"),
         CheckConstraint("status IN ('issued','paid','cancelled','expired')", name="status_known"),
         CheckConstraint("length(number) = 20", name="number_length"),
@@ -51,7 +53,7 @@ class Notice(Base):
     number: Mapped[str] = mapped_column(String(20), unique=True)
     region_code: Mapped[str] = mapped_column(String(6))
     year: Mapped[int] = mapped_column(Integer)
-    serial: Mapped[int] = mapped_column(Integer)
+    serial: Mapped[int] = mapped_column(BigInteger)
     department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
     case_reference: Mapped[str | None] = mapped_column(String(64))
     payer_name: Mapped[str] = mapped_column(String(100), index=True)

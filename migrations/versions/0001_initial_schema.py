@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.append_only import drop, guard_update, refuse
+
 # Facts are never rewritten (ARCHITECTURE.md): these tables refuse UPDATE and/or DELETE in the
 # database itself. The audit chain still detects a privileged user who drops the triggers.
 APPEND_ONLY = {
@@ -23,6 +25,9 @@ APPEND_ONLY = {
 # Columns of a notice that are facts: only status and the cancellation fields may change.
 NOTICE_FACTS = ("number", "department_id", "payer_name", "payer_id_number", "total", "issued_at",
                 "issued_by_id", "due_date", "case_reference")
+# A notice's status moves only along its state machine (a void returns a paid notice to issued).
+NOTICE_TRANSITIONS = {"issued": ("paid", "cancelled", "expired"), "paid": ("issued",),
+                      "expired": ("paid", "cancelled")}
 
 
 revision = '0001'
@@ -70,7 +75,7 @@ def upgrade() -> None:
     op.create_table('notice_serials',
     sa.Column('region_code', sa.String(length=6), nullable=False),
     sa.Column('year', sa.Integer(), nullable=False),
-    sa.Column('last_serial', sa.Integer(), nullable=False),
+    sa.Column('last_serial', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('region_code', 'year', name=op.f('pk_notice_serials'))
     )
     op.create_table('fee_items',
@@ -127,7 +132,7 @@ def upgrade() -> None:
     sa.Column('number', sa.String(length=20), nullable=False),
     sa.Column('region_code', sa.String(length=6), nullable=False),
     sa.Column('year', sa.Integer(), nullable=False),
-    sa.Column('serial', sa.Integer(), nullable=False),
+    sa.Column('serial', sa.BigInteger(), nullable=False),
     sa.Column('department_id', sa.Integer(), nullable=False),
     sa.Column('case_reference', sa.String(length=64), nullable=True),
     sa.Column('payer_name', sa.String(length=100), nullable=False),
@@ -145,6 +150,7 @@ def upgrade() -> None:
     sa.CheckConstraint("status IN ('issued','paid','cancelled','expired')", name=op.f('ck_notices_status_known')),
     sa.CheckConstraint('length(number) = 20', name=op.f('ck_notices_number_length')),
     sa.CheckConstraint('total > 0', name=op.f('ck_notices_total_positive')),
+    sa.CheckConstraint('serial BETWEEN 1 AND 9999999999', name=op.f('ck_notices_serial_range')),
     sa.ForeignKeyConstraint(['cancelled_by_id'], ['users.id'], name=op.f('fk_notices_cancelled_by_id_users')),
     sa.ForeignKeyConstraint(['department_id'], ['departments.id'], name=op.f('fk_notices_department_id_departments')),
     sa.ForeignKeyConstraint(['issued_by_id'], ['users.id'], name=op.f('fk_notices_issued_by_id_users')),
@@ -188,43 +194,16 @@ def upgrade() -> None:
 
 
 def _create_append_only_triggers() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "postgresql":
-        op.execute(
-            "CREATE FUNCTION feesvc_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN RAISE EXCEPTION 'feeservice: % on % is not allowed (append-only)', TG_OP, "
-            "TG_TABLE_NAME USING ERRCODE = 'restrict_violation'; END $$"
-        )
-        for table, operations in APPEND_ONLY.items():
-            op.execute(f"CREATE TRIGGER {table}_append_only BEFORE {' OR '.join(operations)} "
-                       f"ON {table} FOR EACH ROW EXECUTE FUNCTION feesvc_refuse_change()")
-        changed = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in NOTICE_FACTS)
-        op.execute(
-            "CREATE FUNCTION feesvc_notice_facts() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            f"BEGIN IF {changed} THEN RAISE EXCEPTION 'feeservice: notice facts are immutable' "
-            "USING ERRCODE = 'restrict_violation'; END IF; RETURN NEW; END $$"
-        )
-        op.execute("CREATE TRIGGER notices_facts_immutable BEFORE UPDATE ON notices "
-                   "FOR EACH ROW EXECUTE FUNCTION feesvc_notice_facts()")
-        return
     for table, operations in APPEND_ONLY.items():
-        for operation in operations:
-            op.execute(f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, 'feeservice: {operation} on {table} is not allowed "
-                       "(append-only)'); END")
-    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in NOTICE_FACTS)
-    op.execute(f"CREATE TRIGGER notices_facts_immutable BEFORE UPDATE ON notices WHEN {changed} "
-               "BEGIN SELECT RAISE(ABORT, 'feeservice: notice facts are immutable'); END")
+        refuse(table, *operations)
+    guard_update("notices", "notices_facts_immutable", NOTICE_FACTS, NOTICE_TRANSITIONS)
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "postgresql":
-        for table in APPEND_ONLY:
-            op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
-        op.execute("DROP TRIGGER IF EXISTS notices_facts_immutable ON notices")
-        op.execute("DROP FUNCTION IF EXISTS feesvc_refuse_change()")
-        op.execute("DROP FUNCTION IF EXISTS feesvc_notice_facts()")
+    for table in APPEND_ONLY:
+        for name in (f"{table}_append_only", f"{table}_no_update", f"{table}_no_delete"):
+            drop(table, name)
+    drop("notices", "notices_facts_immutable")
     with op.batch_alter_table('notice_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_notice_lines_notice_id'))
         batch_op.drop_index(batch_op.f('ix_notice_lines_fee_item_id'))
