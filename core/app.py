@@ -75,12 +75,15 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from payments import views as payments_views
     from receipts import api as receipts_api
     from receipts import views as receipts_views
+    from webhooks import api as webhooks_api
 
     app.register_blueprint(core_views.bp)
     app.register_blueprint(fees_views.bp)
     app.register_blueprint(notices_views.bp)
     app.register_blueprint(payments_views.bp)
     app.register_blueprint(receipts_views.bp)
+    app.register_blueprint(webhooks_api.bp)
+    csrf.exempt(webhooks_api.bp)  # signed by the bank; no cookies
     for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp):
         csrf.exempt(blp)  # bearer tokens only; no cookies, so no CSRF
         api.register_blueprint(blp)
@@ -91,10 +94,12 @@ def _register_commands(app: Flask) -> None:
     from core import cli as core_cli
     from fees import cli as fees_cli
     from notices import cli as notices_cli
+    from webhooks import cli as webhooks_cli
 
     core_cli.register(app)
     fees_cli.register(app)
     notices_cli.register(app)
+    webhooks_cli.register(app)
 
 
 def _register_template_helpers(app: Flask) -> None:

@@ -177,7 +177,26 @@ def _handle_unexpected(error: Exception) -> Any:
     return render_error_page(500, title, detail)
 
 
+def _handle_database_unavailable(error: Exception) -> Any:
+    """The database cannot be reached (or the pool timed out): nothing was written; try again."""
+    log.error("database unavailable on %s %s: %s", request.method, request.path, error.__class__.__name__)
+    title = str(HTTP_PROBLEMS[503][1])
+    detail = _("暂时无法访问数据库，操作未生效，请稍后重试。")
+    if wants_problem_json():
+        response = problem_response(503, "unavailable", title, detail)
+    else:
+        page, _status = render_error_page(503, title, detail)
+        response = Response(page, status=503, mimetype="text/html")
+    response.headers["Retry-After"] = "30"
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    app.register_error_handler(OperationalError, _handle_database_unavailable)
+    app.register_error_handler(PoolTimeout, _handle_database_unavailable)
     app.register_error_handler(DomainError, _handle_domain_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -16,6 +16,7 @@ from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
+from core.outbox import emit
 from notices.models import Notice, NoticeStatus
 from notices.numbers import group_digits
 from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, find_notice
@@ -78,7 +79,9 @@ def check_payable(notice: Notice, at: datetime, timezone: str) -> None:
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=group_digits(notice.number)))
     if notice.status == NoticeStatus.CANCELLED:
         raise NoticeCancelled(_("通知书 %(n)s 已作废，不能收费。请缴款人回受理窗口。", n=group_digits(notice.number)))
-    if notice.status == NoticeStatus.EXPIRED or at.astimezone(zone(timezone)).date() > notice.due_date:
+    # Judged by when the money was paid: a bank payment made on the due date stays good even if
+    # its callback arrives after the expiry job has marked the notice expired.
+    if at.astimezone(zone(timezone)).date() > notice.due_date:
         raise NoticeExpired(_("通知书 %(n)s 已于 %(d)s 过期，不能收费。请缴款人回受理窗口重新开具。",
                               n=group_digits(notice.number), d=notice.due_date.isoformat()))
 
@@ -132,6 +135,7 @@ def confirm_payment(
             session.flush()
     except IntegrityError as error:  # the partial unique index: someone else was faster
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number)) from error
+    status_before = notice.status
     notice.status = NoticeStatus.PAID
     # The receipt counter and the audit head are serialisation points: take them last, so that
     # their row locks are held for as short a time as possible.
@@ -140,9 +144,12 @@ def confirm_payment(
                             issued_at=now)
     session.flush()
     append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment.id,
-                 before={"notice_status": NoticeStatus.ISSUED},
+                 before={"notice_status": status_before},
                  after={"notice": notice.number, "amount": amount, "channel": channel, "method": method,
                         "receipt": receipt.number, "bank_reference": bank_reference})
+    emit(session, "notice.paid", {"notice_number": notice.number, "department": notice.department.code,
+                                  "amount": amount, "currency": "CNY", "channel": channel,
+                                  "receipt_number": receipt.number, "paid_at": paid_at.isoformat()})
     return Confirmation(payment=payment, receipt=receipt, notice=notice)
 
 
@@ -193,6 +200,9 @@ def void_receipt(session: Session, settings: ReceiptSettings, clerk: User, recei
                          "notice": NoticeStatus.PAID},
                  after={"receipt": ReceiptStatus.VOIDED, "payment": PaymentStatus.REFUND_DUE,
                         "notice": NoticeStatus.ISSUED, "reason": reason})
+    emit(session, "receipt.voided", {"receipt_number": receipt.number, "notice_number": notice.number,
+                                     "department": notice.department.code, "amount": receipt.amount,
+                                     "reason": reason})
     return receipt
 
 

@@ -20,6 +20,7 @@ from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
+from core.outbox import emit
 from notices.models import Notice, NoticeStatus
 from notices.service import check_can_view, find_notice
 from receipts.models import Certificate, Receipt, ReceiptCounter, ReceiptPrint, ReceiptStatus
@@ -178,6 +179,8 @@ def issue_certificate(session: Session, settings: ReceiptSettings, clerk: User, 
     session.flush()
     append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "certificate.issued",
                  "certificate", number, after={"notice": notice.number, "receipt": receipt.number})
+    emit(session, "certificate.issued", {"certificate_number": number, "notice_number": notice.number,
+                                         "department": notice.department.code, "receipt_number": receipt.number})
     return certificate
 
 

@@ -87,6 +87,9 @@ TABLE: dict[tuple[str, str], Row] = {
     ("core.problem", "GET"): public("/problems/notice-already-paid"),
     ("fees.schedule", "GET"): public("/fees"),
     ("fees_api.fee_schedule", "GET"): public("/api/v1/fee-schedule"),
+    # bank endpoints: only a bank's signature opens them, never a staff token or session
+    ("webhooks.bank_callback", "POST"): public("/webhooks/bank/ANY-BANK", 401, json={"type": "payment.succeeded"}),
+    ("webhooks.bank_query", "POST"): public("/webhooks/bank/ANY-BANK/query", 401, json={"notice_number": "1"}),
     # HTML pages of the accepting window
     ("notices.index", "GET"): page("/notices", ALL_STAFF),
     ("notices.new", "GET"): page("/notices/new", {"window": 200, "window_other": 200}),

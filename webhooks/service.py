@@ -1,0 +1,285 @@
+"""Bank clients and their signed callbacks (Standard Webhooks v1): verify, dedupe, apply.
+
+The bank holds the payer's money whatever we answer, so a verified callback we cannot apply is
+recorded as a flagged payment for finance — never lost, never receipted."""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from core.audit import Actor, append_audit
+from core.clock import utcnow
+from core.errors import DomainError, NotFound, ValidationFailed, flatten_messages
+from notices.numbers import InvalidNoticeNumber, normalise_notice_number
+from notices.service import (
+    NoticeAlreadyPaid,
+    NoticeCancelled,
+    NoticeExpired,
+    NoticeNotFound,
+    find_notice,
+)
+from payments.models import Channel, Payment, PaymentMethod, PaymentStatus
+from payments.service import AmountMismatch, confirm_payment
+from receipts.service import ReceiptSettings, mask_name
+from webhooks.models import BankClient, BankEvent, BankSecret, SecurityEvent
+from webhooks.schemas import CallbackIn
+
+log = logging.getLogger("feeservice.webhooks")
+SECRET_PREFIX = "whsec_"
+DEFAULT_GRACE = timedelta(hours=24)
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+class BankUnauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+    title = _l("签名无效或银行未登记")
+
+
+class MalformedCallback(DomainError):
+    status = 400
+    code = "malformed-callback"
+    title = _l("回调内容不符合约定格式")
+
+
+class WebhookIdReused(DomainError):
+    status = 409
+    code = "webhook-id-reused"
+    title = _l("同一事件编号的回调内容不同")
+
+
+class BankExists(DomainError):
+    status = 409
+    code = "bank-exists"
+    title = _l("银行已登记")
+
+
+FLAG_REASONS: dict[type[DomainError], str] = {
+    NoticeAlreadyPaid: "notice-already-paid",
+    NoticeNotFound: "unknown-notice",
+    InvalidNoticeNumber: "unknown-notice",
+    AmountMismatch: "amount-mismatch",
+    NoticeCancelled: "notice-cancelled",
+    NoticeExpired: "notice-expired",
+}
+
+
+def new_secret() -> str:
+    import base64
+
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def create_bank(session: Session, audit_key: str, actor: Actor, code: str, name: str) -> str:
+    code = code.strip()
+    if not code or len(code) > 32 or not code.replace("-", "").replace("_", "").isalnum() or not code.isascii():
+        raise ValidationFailed({"code": [_("银行代码为 1–32 个字母、数字、- 或 _。")]})
+    if not name.strip() or len(name) > 200:
+        raise ValidationFailed({"name": [_("请填写银行名称（不超过 200 字）。")]})
+    if session.scalar(select(BankClient.id).where(BankClient.code == code)) is not None:
+        raise BankExists(_("银行 %(c)s 已登记；如需新密钥请用 banks rotate。", c=code))
+    secret = new_secret()
+    bank = BankClient(code=code, name=name.strip(), secrets=[BankSecret(secret=secret)])
+    session.add(bank)
+    session.flush()
+    append_audit(session, audit_key, actor, "bank.created", "bank", code, after={"name": name})
+    return secret
+
+
+def _bank(session: Session, code: str) -> BankClient:
+    bank = session.scalar(select(BankClient).where(BankClient.code == code))
+    if bank is None:
+        raise NotFound(_("银行 %(c)s 未登记。", c=code))
+    return bank
+
+
+def rotate_secret(session: Session, audit_key: str, actor: Actor, code: str,
+                  grace: timedelta = DEFAULT_GRACE) -> str:
+    """A new secret; the current ones keep working for `grace`."""
+    bank = _bank(session, code)
+    now = utcnow()
+    for old in bank.secrets:
+        if old.expires_at is None or old.expires_at > now + grace:
+            old.expires_at = now + grace
+    secret = new_secret()
+    bank.secrets.append(BankSecret(secret=secret, created_at=now))
+    append_audit(session, audit_key, actor, "bank.secret_rotated", "bank", code,
+                 after={"old_secrets_expire_at": (now + grace).isoformat()})
+    return secret
+
+
+def disable_bank(session: Session, audit_key: str, actor: Actor, code: str) -> None:
+    bank = _bank(session, code)
+    if bank.active:
+        bank.active = False
+        append_audit(session, audit_key, actor, "bank.disabled", "bank", code,
+                     before={"active": True}, after={"active": False})
+
+
+def live_secrets(session: Session, code: str, now: datetime) -> list[str]:
+    """The secrets that verify callbacks of an active bank right now (none: unknown or disabled)."""
+    return list(session.scalars(
+        select(BankSecret.secret).join(BankClient)
+        .where(BankClient.code == code, BankClient.active.is_(True))
+        .where((BankSecret.expires_at.is_(None)) | (BankSecret.expires_at > now))
+    ))
+
+
+def verify_signature(secrets_: list[str], raw_body: bytes, headers: dict[str, str]) -> None:
+    """Raise BankUnauthorized unless one secret verifies one signature within ±300 s.
+
+    standardwebhooks raises ValueError, binascii.Error or UnicodeDecodeError for malformed
+    headers or bodies, not only WebhookVerificationError (PITFALLS.md): all of them are a 401.
+    """
+    for secret in secrets_:
+        try:
+            Webhook(secret).verify(raw_body, headers, json_parse=False)
+            return
+        except (WebhookVerificationError, ValueError, binascii.Error, UnicodeDecodeError, TypeError):
+            continue
+    raise BankUnauthorized(_("签名校验未通过。"))
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str, headers: dict[str, str],
+                    raw_body: bytes) -> CallbackAnswer:
+    """The whole callback, in the caller's transaction. Raises BankUnauthorized (401),
+    MalformedCallback (400) or WebhookIdReused (409); anything else the bank gets is a 200."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    now = utcnow()
+    verify_signature(live_secrets(session, bank_code, now), raw_body, headers)
+    webhook_id = headers["webhook-id"]
+    body_hash = hashlib.sha256(raw_body).hexdigest()
+    known = _known_event(session, bank_code, webhook_id)
+    if known is not None:
+        return _repeat(session, known, body_hash, bank_code, webhook_id)
+    try:
+        document = json.loads(raw_body)
+        data = CallbackIn().load(document)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedCallback(_("回调请求体不是有效的 JSON。")) from error
+    except ValidationError as error:
+        raise MalformedCallback(_("回调内容不符合约定格式。"), errors=flatten_messages(error.messages)) from error
+
+    event = BankEvent(bank_code=bank_code, webhook_id=webhook_id, body=raw_body.decode(), body_sha256=body_hash,
+                      headers=json.dumps({k: v for k, v in headers.items() if k != "webhook-signature"},
+                                         ensure_ascii=False), received_at=now, result="pending",
+                      response_status=200, response_body="{}")
+    try:
+        # Claim the identity first: a concurrent delivery of the same event waits here, then
+        # finds it recorded and answers duplicate.
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:
+        known = _known_event(session, bank_code, webhook_id)
+        assert known is not None
+        return _repeat(session, known, body_hash, bank_code, webhook_id)
+
+    answer = _apply(session, settings, bank_code, data, event)
+    event.response_status = answer.status
+    event.response_body = json.dumps(answer.body, ensure_ascii=False)
+    return answer
+
+
+def _known_event(session: Session, bank_code: str, webhook_id: str) -> BankEvent | None:
+    return session.scalar(select(BankEvent).where(BankEvent.bank_code == bank_code,
+                                                  BankEvent.webhook_id == webhook_id))
+
+
+def _repeat(session: Session, known: BankEvent, body_hash: str, bank_code: str, webhook_id: str) -> CallbackAnswer:
+    if known.body_sha256 != body_hash:
+        # The caller rolls this transaction back, then records the security event on its own.
+        raise WebhookIdReused(_("事件编号 %(id)s 已用于内容不同的回调，未作处理，已通知财务。", id=webhook_id),
+                              first_body_sha256=known.body_sha256, body_sha256=body_hash)
+    return CallbackAnswer(200, {"result": "duplicate"})
+
+
+def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: dict[str, Any],
+           event: BankEvent) -> CallbackAnswer:
+    payment_data = data["data"]
+    reference = payment_data["bank_reference"]
+    existing = session.scalar(select(Payment).where(Payment.bank_code == bank_code,
+                                                    Payment.bank_reference == reference))
+    if existing is not None:
+        # The same money under a new webhook-id: the bank re-sent it; it was applied once.
+        event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing.id
+        return CallbackAnswer(200, {"result": "duplicate"})
+    actor = Actor("bank", bank_code)
+    try:
+        with session.begin_nested():
+            confirmation = confirm_payment(
+                session, settings, actor, notice_number=payment_data["notice_number"],
+                amount=payment_data["amount"], channel=Channel.BANK, method=PaymentMethod.TRANSFER,
+                paid_at=payment_data["paid_at"], bank_code=bank_code, bank_reference=reference,
+                payer_name=payment_data.get("payer_name"), reference=payment_data.get("payer_account"))
+    except tuple(FLAG_REASONS) as error:
+        reason = FLAG_REASONS[type(error)]
+        payment = _record_flagged(session, settings, actor, bank_code, payment_data, reason)
+        event.result, event.reason, event.payment_id = "flagged", reason, payment.id
+        return CallbackAnswer(200, {"result": "flagged", "reason": reason})
+    event.result, event.payment_id = "confirmed", confirmation.payment.id
+    return CallbackAnswer(200, {"result": "confirmed", "receipt_number": confirmation.receipt.number})
+
+
+def _record_flagged(session: Session, settings: ReceiptSettings, actor: Actor, bank_code: str,
+                    data: dict[str, Any], reason: str) -> Payment:
+    notice_id = None
+    try:
+        notice_id = find_notice(session, data["notice_number"]).id
+    except (NoticeNotFound, InvalidNoticeNumber):
+        pass
+    payment = Payment(notice_id=notice_id, notice_number_given=data["notice_number"][:64], channel=Channel.BANK,
+                      method=PaymentMethod.TRANSFER, amount=data["amount"], currency="CNY",
+                      status=PaymentStatus.FLAGGED, flag_reason=reason, bank_code=bank_code,
+                      bank_reference=data["bank_reference"], payer_name=data.get("payer_name"),
+                      reference=data.get("payer_account"), paid_at=data["paid_at"], recorded_at=utcnow())
+    session.add(payment)
+    session.flush()
+    append_audit(session, settings.audit_key, actor, "payment.flagged", "payment", payment.id,
+                 after={"notice_number": data["notice_number"], "amount": data["amount"], "reason": reason,
+                        "bank_reference": data["bank_reference"]})
+    return payment
+
+
+def answer_query(session: Session, bank_code: str, headers: dict[str, str], raw_body: bytes,
+                 today: Any) -> dict[str, Any]:
+    """What is due on a notice, for a bank about to collect (signed like a callback)."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    verify_signature(live_secrets(session, bank_code, utcnow()), raw_body, headers)
+    try:
+        document = json.loads(raw_body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedCallback(_("查询请求体不是有效的 JSON。")) from error
+    number = document.get("notice_number") if isinstance(document, dict) else None
+    if not isinstance(number, str):
+        raise MalformedCallback(_("请提供 notice_number。"), errors={"notice_number": ["必填。"]})
+    notice = find_notice(session, normalise_notice_number(number))
+    return {"notice_number": notice.number, "status": notice.status_on(today), "total": notice.total,
+            "currency": "CNY", "payer_name": mask_name(notice.payer_name), "department": notice.department.name,
+            "due_date": notice.due_date.isoformat()}
+
+
+def record_security_event(session: Session, kind: str, bank_code: str, webhook_id: str | None, detail: str) -> None:
+    session.add(SecurityEvent(kind=kind, bank_code=bank_code[:32], webhook_id=(webhook_id or "")[:255] or None,
+                              detail=detail[:2000]))
