@@ -76,6 +76,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from receipts import api as receipts_api
     from receipts import views as receipts_views
     from webhooks import api as webhooks_api
+    from webhooks import views as webhooks_views
 
     app.register_blueprint(core_views.bp)
     app.register_blueprint(fees_views.bp)
@@ -83,6 +84,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     app.register_blueprint(payments_views.bp)
     app.register_blueprint(receipts_views.bp)
     app.register_blueprint(webhooks_api.bp)
+    app.register_blueprint(webhooks_views.bp)
     csrf.exempt(webhooks_api.bp)  # signed by the bank; no cookies
     for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp):
         csrf.exempt(blp)  # bearer tokens only; no cookies, so no CSRF

@@ -40,6 +40,22 @@ def setup_demo(fees_path: Path, base: str) -> list[str]:
                             department_code=department, password=DEMO_PASSWORD, display_name=display)
             token = create_token(session, key, actor, username=username)
         out.append(f"  {username:<12} {role:<8} {department or '-':<5} {token}")
+    out.extend(_demo_bank(key, actor, base))
     out.append(f"打开 {base}/login 登录；公开收费标准：{base}/fees ；API 文档：{base}/api/v1/openapi.json")
     out.append(f"示例：curl -H 'Authorization: Bearer <window-bdc 的令牌>' {base}/api/v1/notices")
     return out
+
+
+def _demo_bank(key: str, actor: Actor, base: str) -> list[str]:
+    """A demo bank for the simulator: `flask --app wsgi bank-sim pay NUMBER` pays a notice."""
+    from webhooks.models import BankClient
+    from webhooks.service import create_bank
+
+    with unit_of_work() as session:
+        if session.scalar(select(BankClient.id).where(BankClient.code == "DEMO-BANK")) is not None:
+            line = "演示银行 DEMO-BANK 已登记（密钥不再显示；模拟器从本机数据库读取）。"
+        else:
+            secret = create_bank(session, key, actor, "DEMO-BANK", "演示银行")
+            line = f"演示银行 DEMO-BANK 的回调签名密钥：{secret}"
+    return [line, f"银行模拟器：.venv/bin/flask --app wsgi bank-sim pay <通知书编号> --url {base}"
+                  f"   （批量：bank-sim load --count 100 --url {base}）"]

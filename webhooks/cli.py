@@ -120,7 +120,7 @@ def register(app: Flask) -> None:
         with requests.Session() as http:
             result = simulator.pay(http, base_url.rstrip("/"), bank, _secret(bank, secret), number, amount)
         click.echo(f"HTTP {result.status}（{result.attempts} 次尝试，{result.seconds * 1000:.0f} ms）：{result.body}")
-        if result.status != 200:
+        if result.status != 200 or '"confirmed"' not in result.body:
             sys.exit(1)
 
     @bank_sim.command("load")

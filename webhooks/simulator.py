@@ -49,7 +49,7 @@ def query(session: requests.Session, base_url: str, bank_code: str, secret: str,
     body = json.dumps({"notice_number": number})
     response = session.post(f"{base_url}/webhooks/bank/{bank_code}/query", data=body.encode(),
                             headers=signed_headers(secret, "q_" + uuid.uuid4().hex, body), timeout=10)
-    return {"status": response.status_code, **response.json()}
+    return {"http_status": response.status_code, **response.json()}
 
 
 def pay(session: requests.Session, base_url: str, bank_code: str, secret: str, number: str,
@@ -58,8 +58,9 @@ def pay(session: requests.Session, base_url: str, bank_code: str, secret: str, n
     started = time.monotonic()
     if amount is None:
         due = query(session, base_url, bank_code, secret, number)
-        if due["status"] != 200:
-            return SimResult(number, int(str(due["status"])), json.dumps(due, ensure_ascii=False), 0,
+        if due["http_status"] != 200 or due.get("status") != "issued":
+            # A real bank does not collect on a notice that is not payable.
+            return SimResult(number, int(str(due["http_status"])), json.dumps(due, ensure_ascii=False), 0,
                              time.monotonic() - started)
         amount = int(str(due["total"]))
     webhook_id = "msg_" + uuid.uuid4().hex

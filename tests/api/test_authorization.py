@@ -87,6 +87,12 @@ TABLE: dict[tuple[str, str], Row] = {
     ("core.problem", "GET"): public("/problems/notice-already-paid"),
     ("fees.schedule", "GET"): public("/fees"),
     ("fees_api.fee_schedule", "GET"): public("/api/v1/fee-schedule"),
+    ("webhooks_admin.index", "GET"): page("/admin/webhooks", {"admin": 200}),
+    ("webhooks_admin.index", "POST"): page("/admin/webhooks", {"admin": 200},
+                                          form={"name": "dept-{key}", "url": "https://dept.example/hook",
+                                                "event_types": "notice.paid"}),
+    ("webhooks_admin.redeliver", "POST"): page("/admin/webhooks/deliveries/2147483000/redeliver", {"admin": 302},
+                                               form={}),
     # bank endpoints: only a bank's signature opens them, never a staff token or session
     ("webhooks.bank_callback", "POST"): public("/webhooks/bank/ANY-BANK", 401, json={"type": "payment.succeeded"}),
     ("webhooks.bank_query", "POST"): public("/webhooks/bank/ANY-BANK/query", 401, json={"notice_number": "1"}),
