@@ -2,7 +2,7 @@
 -- statement for statement, with its three serialisation points held to commit:
 --   the notice row (FOR UPDATE), the receipt counter row of the year, the audit chain head row.
 -- Run by bench/confirmations.py against the app's own schema (indexes, checks, triggers) with
---   pgbench -n -M prepared -f bench/pgbench_confirm.sql -D year=YYYY -D first_cashier=ID -D cashiers=N
+--   pgbench -n -M prepared -f bench/pgbench_confirm.sql -D year=YYYY -D first_cashier=ID -D cashiers=N -D outbox=1
 -- Every transaction pays a fresh notice: bench_notice_seq hands out the ids of notices inserted for
 -- pgbench (a sequence is not transactional and takes no row lock: no extra serialisation point).
 -- Not included: what the ORM adds around it (joined department/user and selectin lines of the
@@ -33,4 +33,11 @@ INSERT INTO audit_entries (seq, occurred_at, actor_type, actor_id, actor_name, a
           encode(sha256(convert_to(:prev || :aseq::text, 'UTF8')), 'hex'));
 UPDATE audit_chain_head SET last_hash = encode(sha256(convert_to(:prev || :aseq::text, 'UTF8')), 'hex')
   WHERE id = 1;
+-- The notice.paid event for department systems (core.outbox, from migration 0003 on; -D outbox=0 before).
+\if :outbox
+INSERT INTO outbox_events (event_id, event_type, payload, created_at)
+  VALUES ('evt_' || md5(:pid::text), 'notice.paid',
+          '{"type":"notice.paid","data":{"amount":' || :amount::text || ',"receipt_number":"' || :year::text || '-'
+          || lpad(:rseq::text, 8, '0') || '"}}', now());
+\endif
 COMMIT;

@@ -27,9 +27,14 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
+def _escaped(text: str) -> str:
+    """Request text fit for one log line: control characters (a NUL, a forged newline) escaped."""
+    return text[:100].encode("unicode_escape").decode("ascii")
+
+
 def _log_refusal(bank_code: str, error: BankUnauthorized) -> None:
-    log.warning("bank callback refused: bank=%s webhook-id=%s from=%s: %s", bank_code,
-                request.headers.get("webhook-id", "-")[:100], request.remote_addr, error.detail)
+    log.warning("bank callback refused: bank=%s webhook-id=%s from=%s: %s", _escaped(bank_code),
+                _escaped(request.headers.get("webhook-id", "-")), request.remote_addr, error.detail)
 
 
 @bp.route("/bank/<bank_code>", methods=["POST"])

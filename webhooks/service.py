@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +45,8 @@ log = logging.getLogger("feeservice.webhooks")
 SECRET_PREFIX = "whsec_"
 DEFAULT_GRACE = timedelta(hours=24)
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+MAX_WEBHOOK_ID = 255  # bank_events.webhook_id
+BANK_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class BankUnauthorized(DomainError):
@@ -56,6 +59,13 @@ class MalformedCallback(DomainError):
     status = 400
     code = "malformed-callback"
     title = _l("回调内容不符合约定格式")
+
+
+class CallbackNotJson(MalformedCallback):
+    """A body that is not JSON at all: API.md's general `malformed-json`."""
+
+    code = "malformed-json"
+    title = _l("请求体不是有效的 JSON")
 
 
 class WebhookIdReused(DomainError):
@@ -88,7 +98,7 @@ def new_secret() -> str:
 
 def create_bank(session: Session, audit_key: str, actor: Actor, code: str, name: str) -> str:
     code = code.strip()
-    if not code or len(code) > 32 or not code.replace("-", "").replace("_", "").isalnum() or not code.isascii():
+    if not BANK_CODE.fullmatch(code):
         raise ValidationFailed({"code": [_("银行代码为 1–32 个字母、数字、- 或 _。")]})
     if not name.strip() or len(name) > 200:
         raise ValidationFailed({"name": [_("请填写银行名称（不超过 200 字）。")]})
@@ -134,6 +144,8 @@ def disable_bank(session: Session, audit_key: str, actor: Actor, code: str) -> N
 
 def live_secrets(session: Session, code: str, now: datetime) -> list[str]:
     """The secrets that verify callbacks of an active bank right now (none: unknown or disabled)."""
+    if not BANK_CODE.fullmatch(code):  # never registered (and a NUL in it would be a 500 on PostgreSQL)
+        return []
     return list(session.scalars(
         select(BankSecret.secret).join(BankClient)
         .where(BankClient.code == code, BankClient.active.is_(True))
@@ -156,6 +168,15 @@ def verify_signature(secrets_: list[str], raw_body: bytes, headers: dict[str, st
     raise BankUnauthorized(_("签名校验未通过。"))
 
 
+# Headers kept out of the stored event: credentials a bank (or a proxy) might add, and the signature.
+_SECRET_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "signature", "password")
+
+
+def stored_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The request headers worth keeping for audit, without anything that could be a credential."""
+    return {k: v for k, v in headers.items() if not any(word in k for word in _SECRET_HEADER_WORDS)}
+
+
 @dataclass(frozen=True)
 class CallbackAnswer:
     status: int
@@ -170,22 +191,21 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     now = utcnow()
     verify_signature(live_secrets(session, bank_code, now), raw_body, headers)
     webhook_id = headers["webhook-id"]
+    if len(webhook_id) > MAX_WEBHOOK_ID or not webhook_id.isprintable():
+        raise MalformedCallback(_("webhook-id 须为不超过 %(n)d 个可打印字符。", n=MAX_WEBHOOK_ID))
     body_hash = hashlib.sha256(raw_body).hexdigest()
     known = _known_event(session, bank_code, webhook_id)
     if known is not None:
         return _repeat(session, known, body_hash, bank_code, webhook_id)
+    document = _parse_json(raw_body, _("回调请求体不是有效的 JSON。"))
     try:
-        document = json.loads(raw_body)
         data = CallbackIn().load(document)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedCallback(_("回调请求体不是有效的 JSON。")) from error
     except ValidationError as error:
         raise MalformedCallback(_("回调内容不符合约定格式。"), errors=flatten_messages(error.messages)) from error
 
     event = BankEvent(bank_code=bank_code, webhook_id=webhook_id, body=raw_body.decode(), body_sha256=body_hash,
-                      headers=json.dumps({k: v for k, v in headers.items() if k != "webhook-signature"},
-                                         ensure_ascii=False), received_at=now, result="pending",
-                      response_status=200, response_body="{}")
+                      headers=json.dumps(stored_headers(headers), ensure_ascii=False), received_at=now,
+                      result="pending", response_status=200, response_body="{}")
     try:
         # Claim the identity first: a concurrent delivery of the same event waits here, then
         # finds it recorded and answers duplicate.
@@ -200,6 +220,14 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     event.response_status = answer.status
     event.response_body = json.dumps(answer.body, ensure_ascii=False)
     return answer
+
+
+def _parse_json(raw_body: bytes, message: str) -> Any:
+    # RecursionError: a validly signed `[[[[…]]]]` nested deeper than the parser goes.
+    try:
+        return json.loads(raw_body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise CallbackNotJson(message) from error
 
 
 def _known_event(session: Session, bank_code: str, webhook_id: str) -> BankEvent | None:
@@ -219,12 +247,9 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
            event: BankEvent) -> CallbackAnswer:
     payment_data = data["data"]
     reference = payment_data["bank_reference"]
-    existing = session.scalar(select(Payment).where(Payment.bank_code == bank_code,
-                                                    Payment.bank_reference == reference))
+    existing = _payment_by_reference(session, bank_code, reference)
     if existing is not None:
-        # The same money under a new webhook-id: the bank re-sent it; it was applied once.
-        event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing.id
-        return CallbackAnswer(200, {"result": "duplicate"})
+        return _same_money(event, existing)
     actor = Actor("bank", bank_code)
     try:
         with session.begin_nested():
@@ -234,12 +259,36 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
                 paid_at=payment_data["paid_at"], bank_code=bank_code, bank_reference=reference,
                 payer_name=payment_data.get("payer_name"), reference=payment_data.get("payer_account"))
     except tuple(FLAG_REASONS) as error:
+        # A concurrent event with the same bank reference may have committed while this one
+        # waited (for the notice's lock, or on the reference's unique index, which
+        # confirm_payment reports as already paid): then it is that money, not new money.
+        existing = _payment_by_reference(session, bank_code, reference)
+        if existing is not None:
+            return _same_money(event, existing)
         reason = FLAG_REASONS[type(error)]
-        payment = _record_flagged(session, settings, actor, bank_code, payment_data, reason)
+        try:
+            with session.begin_nested():
+                payment = _record_flagged(session, settings, actor, bank_code, payment_data, reason)
+        except IntegrityError:
+            existing = _payment_by_reference(session, bank_code, reference)
+            if existing is None:
+                raise
+            return _same_money(event, existing)
         event.result, event.reason, event.payment_id = "flagged", reason, payment.id
         return CallbackAnswer(200, {"result": "flagged", "reason": reason})
     event.result, event.payment_id = "confirmed", confirmation.payment.id
     return CallbackAnswer(200, {"result": "confirmed", "receipt_number": confirmation.receipt.number})
+
+
+def _payment_by_reference(session: Session, bank_code: str, reference: str) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.bank_code == bank_code,
+                                                Payment.bank_reference == reference))
+
+
+def _same_money(event: BankEvent, existing: Payment) -> CallbackAnswer:
+    """The same money under a new webhook-id (the bank re-sent it): it was applied once."""
+    event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing.id
+    return CallbackAnswer(200, {"result": "duplicate"})
 
 
 def _record_flagged(session: Session, settings: ReceiptSettings, actor: Actor, bank_code: str,
@@ -267,10 +316,7 @@ def answer_query(session: Session, bank_code: str, headers: dict[str, str], raw_
     """What is due on a notice, for a bank about to collect (signed like a callback)."""
     headers = {k.lower(): v for k, v in headers.items()}
     verify_signature(live_secrets(session, bank_code, utcnow()), raw_body, headers)
-    try:
-        document = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedCallback(_("查询请求体不是有效的 JSON。")) from error
+    document = _parse_json(raw_body, _("查询请求体不是有效的 JSON。"))
     number = document.get("notice_number") if isinstance(document, dict) else None
     if not isinstance(number, str):
         raise MalformedCallback(_("请提供 notice_number。"), errors={"notice_number": ["必填。"]})
@@ -281,5 +327,10 @@ def answer_query(session: Session, bank_code: str, headers: dict[str, str], raw_
 
 
 def record_security_event(session: Session, kind: str, bank_code: str, webhook_id: str | None, detail: str) -> None:
-    session.add(SecurityEvent(kind=kind, bank_code=bank_code[:32], webhook_id=(webhook_id or "")[:255] or None,
-                              detail=detail[:2000]))
+    session.add(SecurityEvent(kind=kind, bank_code=_printable(bank_code)[:32],
+                              webhook_id=_printable(webhook_id or "")[:255] or None, detail=_printable(detail)[:2000]))
+
+
+def _printable(text: str) -> str:
+    """What came from the request, safe to store (PostgreSQL refuses NUL in text)."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
