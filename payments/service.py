@@ -9,6 +9,7 @@ from datetime import datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,9 +91,14 @@ def current_shift(session: Session, cashier: User, *, open_if_none: bool = True)
     shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
                                                       CashierShift.closed_at.is_(None)))
     if shift is None and open_if_none:
-        shift = CashierShift(cashier_id=cashier.id, opened_at=utcnow())
-        session.add(shift)
-        session.flush()
+        # Concurrent first payments of one cashier all try to open the shift: the partial unique
+        # index lets one insert win, the others insert nothing and read the winner's row.
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(insert(CashierShift).values(cashier_id=cashier.id, opened_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["cashier_id"],
+                                                index_where=CashierShift.closed_at.is_(None)))
+        shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
+                                                          CashierShift.closed_at.is_(None)))
     return shift
 
 

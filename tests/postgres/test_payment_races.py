@@ -36,7 +36,6 @@ import requests
 from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 import payments.service
@@ -481,9 +480,6 @@ def test_two_hundred_concurrent_confirmations_a_third_failing_leave_receipt_numb
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(raises=IntegrityError, strict=True,
-                   reason="bug: current_shift() opens a shift with a plain INSERT, so concurrent first payments "
-                          "of one cashier collide on uq_cashier_shifts_one_open_per_cashier (a 500 over HTTP)")
 def test_concurrent_first_payments_of_a_shift_all_succeed(pg: Env) -> None:
     numbers = pg.issue(10)
     result = race_confirmations(pg, [(n, TOTAL) for n in numbers], expected=(), hold_connection=True)
