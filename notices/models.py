@@ -47,6 +47,7 @@ class Notice(Base):
         CheckConstraint("currency = 'CNY'", name="currency_cny"),
         Index("ix_notices_department_issued", "department_id", "issued_at"),
         Index("ix_notices_status_due", "status", "due_date"),
+        Index("ix_notices_issued_at", "issued_at"),  # reconciliation reads a business day
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

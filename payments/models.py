@@ -47,6 +47,7 @@ class CashierShift(Base):
         Index("uq_cashier_shifts_one_open_per_cashier", "cashier_id", unique=True,
               postgresql_where=text("closed_at IS NULL"), sqlite_where=text("closed_at IS NULL")),
         CheckConstraint("declared_cash IS NULL OR declared_cash >= 0", name="declared_not_negative"),
+        Index("ix_cashier_shifts_closed_at", "closed_at"),
         CheckConstraint("(closed_at IS NULL) = (declared_cash IS NULL)", name="closed_declares_cash"),
     )
 
@@ -88,6 +89,7 @@ class Payment(Base):
               postgresql_where=text("status = 'confirmed'"), sqlite_where=text("status = 'confirmed'")),
         Index("uq_payments_bank_reference", "bank_code", "bank_reference", unique=True),
         Index("ix_payments_recorded_at", "recorded_at"),
+        Index("ix_payments_paid_at", "paid_at"),  # a bank payment's business date
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

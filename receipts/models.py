@@ -37,6 +37,7 @@ class Receipt(Base):
         # At most one valid receipt per notice, whatever races happen.
         Index("uq_receipts_one_valid_per_notice", "notice_id", unique=True,
               postgresql_where=text("status = 'valid'"), sqlite_where=text("status = 'valid'")),
+        Index("ix_receipts_issued_at", "issued_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -77,6 +78,7 @@ class Certificate(Base):
     """A certificate issued at the window; only with a valid receipt for the notice's full total."""
 
     __tablename__ = "certificates"
+    __table_args__ = (Index("ix_certificates_issued_at", "issued_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), unique=True)
