@@ -96,12 +96,14 @@ def _register_commands(app: Flask) -> None:
     from core import cli as core_cli
     from fees import cli as fees_cli
     from notices import cli as notices_cli
+    from reconciliation import cli as reconciliation_cli
     from webhooks import cli as webhooks_cli
 
     core_cli.register(app)
     fees_cli.register(app)
     notices_cli.register(app)
     webhooks_cli.register(app)
+    reconciliation_cli.register(app)
 
 
 def _register_template_helpers(app: Flask) -> None:
