@@ -75,6 +75,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from payments import views as payments_views
     from receipts import api as receipts_api
     from receipts import views as receipts_views
+    from reconciliation import api as reconciliation_api
     from webhooks import api as webhooks_api
     from webhooks import views as webhooks_views
 
@@ -86,7 +87,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     app.register_blueprint(webhooks_api.bp)
     app.register_blueprint(webhooks_views.bp)
     csrf.exempt(webhooks_api.bp)  # signed by the bank; no cookies
-    for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp):
+    for blp in (fees_api.blp, notices_api.blp, receipts_api.blp, payments_api.blp, reconciliation_api.blp):
         csrf.exempt(blp)  # bearer tokens only; no cookies, so no CSRF
         api.register_blueprint(blp)
     api_guard.install(app)

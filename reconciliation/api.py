@@ -16,7 +16,7 @@ from core.db import get_db, reading, unit_of_work
 from core.models import Role
 from core.schemas import text
 from receipts.service import receipt_settings
-from reconciliation import reports, service
+from reconciliation import service
 from reconciliation.schemas import (
     ExceptionArgs,
     ExceptionListOut,
@@ -130,6 +130,8 @@ def resolve(data: dict[str, Any], exception_id: int) -> dict[str, Any]:
 @api_roles(*READERS)
 @blp.doc(security=BEARER, responses={"200": {"content": {"application/pdf": {}}}})
 def report_pdf(run_id: int) -> Response:
+    from reconciliation import reports
+
     with reading() as session:
         run = service.find_run(session, run_id)
         pdf = reports.render_pdf(session, run, current_app.config)
@@ -141,6 +143,8 @@ def report_pdf(run_id: int) -> Response:
 @api_roles(*READERS)
 @blp.doc(security=BEARER, responses={"200": {"content": {"text/csv": {}}}})
 def report_csv(run_id: int) -> Response:
+    from reconciliation import reports
+
     with reading() as session:
         run = service.find_run(session, run_id)
         body = reports.render_csv(session, run)

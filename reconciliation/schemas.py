@@ -118,4 +118,4 @@ def exception_view(found: ReconciliationException) -> dict[str, Any]:
 
 
 class ResolveIn(Schema):
-    note = text(500, required=True, validate=validate.Length(min=1, error="请填写处理说明。"))
+    note = text(500, required=True, metadata={"description": "处理说明"})

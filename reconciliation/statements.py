@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -18,8 +18,10 @@ from core.clock import zone
 from core.db import is_sqlite
 from core.errors import DomainError, ValidationFailed
 from reconciliation.models import BankStatement, StatementLine
-from reconciliation.statement_formats import ParsedLine, StatementFormatError, parse_statement
 from webhooks.models import BankClient
+
+if TYPE_CHECKING:
+    from reconciliation.statement_formats import ParsedLine
 
 BATCH = 1000  # lines per INSERT: memory stays flat in the file's size
 
@@ -123,6 +125,8 @@ def import_statement(session: Session, audit_key: str, actor: Actor, *, bank_cod
     bank = session.scalar(select(BankClient).where(BankClient.code == bank_code.strip()))
     if bank is None:
         raise ValidationFailed({"bank_code": [_("没有登记代码为 %(c)s 的银行。", c=bank_code)]})
+    from reconciliation.statement_formats import StatementFormatError, parse_statement
+
     reader = _HashingReader(stream)
     try:
         info, lines = parse_statement(reader, zone(timezone))  # type: ignore[arg-type]
