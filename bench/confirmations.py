@@ -62,6 +62,7 @@ DEFAULT_SERVER = "postgresql+psycopg://root@127.0.0.1:5432/feeservice_bench_paym
 SCRIPT = PROJECT_ROOT / "bench" / "pgbench_confirm.sql"
 AUDIT_KEY = "bench-audit-key"
 SECRET = "bench-secret"
+BANK_CODE = "BENCHBANK"
 TOTAL = 8000  # BDC-ZZ × 1 in demo/fee-schedule.csv
 GOAL_SHARE = 0.25
 GOAL_P99_MS = 50.0
@@ -413,15 +414,18 @@ class Seeded:
     window_token: str
     cashier_tokens: list[str]
     cashier_ids: list[int]
+    bank_code: str = BANK_CODE
+    bank_secret: str = ""
 
 
 def seed(url: str, cashiers: int) -> Seeded:
-    """Demo schedule, one window clerk and `cashiers` cashiers, each with a token."""
+    """Demo schedule, one window clerk and `cashiers` cashiers, each with a token; one bank client."""
     import core.users
     from core.app import create_app
     from core.audit import Actor
     from core.models import User
     from fees.service import import_fee_schedule
+    from webhooks.service import create_bank
 
     core.users.PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # nobody signs in with these passwords
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": SECRET, "FEESVC_AUDIT_KEY": AUDIT_KEY})
@@ -440,9 +444,10 @@ def seed(url: str, cashiers: int) -> Seeded:
                 tokens.append(core.users.create_token(session, AUDIT_KEY, actor, username=username))
                 ids.append(user.id)
             assert session.scalar(select(User.id).where(User.username == "bench-window")) is not None
+            bank_secret = create_bank(session, AUDIT_KEY, actor, BANK_CODE, "压测银行")
     finally:
         database.engine.dispose()
-    return Seeded(window_token=window, cashier_tokens=tokens, cashier_ids=ids)
+    return Seeded(window_token=window, cashier_tokens=tokens, cashier_ids=ids, bank_secret=bank_secret)
 
 
 def prepare_pgbench_notices(url: str, count: int, window_username: str = "bench-window") -> None:
@@ -565,6 +570,69 @@ def pay_calls(token: str, numbers: list[str], *, idempotent: bool = False) -> li
                  {**headers, "Idempotency-Key": f"pay-{number}"} if idempotent else headers) for number in numbers]
 
 
+def callback_calls(bank_code: str, secret: str, numbers: list[str], tag: str) -> list[Call]:
+    """Signed `payment.succeeded` callbacks (Standard Webhooks v1, as webhooks.simulator signs them), one per
+    notice, each with its own webhook-id and bank reference. Signed when the phase is built (the server
+    accepts ±300 s; a phase takes well under a minute)."""
+    from webhooks.simulator import callback_body, signed_headers
+
+    calls = []
+    for k, number in enumerate(numbers):
+        body = callback_body(number, TOTAL, bank_reference=f"B{tag}-{k:06d}-{number[-8:]}", payer_name="压测缴款人")
+        headers = signed_headers(secret, f"msg_{tag}_{k}_{number}", body)
+        calls.append(Call(f"/webhooks/bank/{bank_code}", body.encode(), headers))
+    return calls
+
+
+@dataclass
+class Integrity:
+    """What the database holds after the HTTP phases: the guarantees, checked once at the end."""
+
+    confirmed_payments: int
+    notices_paid: int
+    receipts: int
+    receipt_sequence_max: int
+    receipts_gap_free: bool
+    notices_with_two_payments: int
+    outbox_events: int
+    audit_entries: int
+    audit_ok: bool
+    bank_events_confirmed: int
+
+    def ok(self) -> bool:
+        return (self.receipts_gap_free and self.notices_with_two_payments == 0
+                and self.confirmed_payments == self.receipts == self.notices_paid == self.outbox_events
+                and self.audit_ok)
+
+
+def check_integrity(url: str, year: int) -> Integrity:
+    from core.audit import verify_audit_chain
+    from core.db import Database
+
+    database = Database(url)
+    try:
+        with database.reading() as session:
+            one = session.execute(text("""
+                SELECT (SELECT count(*) FROM payments WHERE status = 'confirmed'),
+                       (SELECT count(*) FROM notices WHERE status = 'paid'),
+                       (SELECT count(*) FROM receipts WHERE year = :y),
+                       (SELECT coalesce(max(sequence), 0) FROM receipts WHERE year = :y),
+                       (SELECT count(DISTINCT sequence) FROM receipts WHERE year = :y),
+                       (SELECT count(*) FROM (SELECT notice_id FROM payments WHERE status = 'confirmed'
+                                              GROUP BY notice_id HAVING count(*) > 1) AS twice),
+                       (SELECT count(*) FROM outbox_events WHERE event_type = 'notice.paid'),
+                       (SELECT count(*) FROM bank_events WHERE result = 'confirmed')
+            """), {"y": year}).one()
+            report = verify_audit_chain(session, AUDIT_KEY)
+    finally:
+        database.engine.dispose()
+    confirmed, paid, receipts, seq_max, distinct, twice, outbox, bank = (int(v) for v in one)
+    return Integrity(confirmed_payments=confirmed, notices_paid=paid, receipts=receipts, receipt_sequence_max=seq_max,
+                     receipts_gap_free=receipts == seq_max == distinct, notices_with_two_payments=twice,
+                     outbox_events=outbox, audit_entries=report.entries, audit_ok=report.ok,
+                     bank_events_confirmed=bank)
+
+
 def split(items: list[str], parts: int) -> list[list[str]]:
     return [items[i::parts] for i in range(parts)]
 
@@ -634,11 +702,16 @@ PROFILE_BUCKETS: list[tuple[str, str]] = [
     ("feeservice code", r"\((core|payments|receipts|notices|fees)/"),
 ]
 PROFILE_STAGES: list[tuple[str, str]] = [
-    # (label, regular expression on any frame of an in-request stack)
+    # (label, regular expression on any frame of an in-request stack); inclusive, so they overlap
     ("bearer token lookup (core.auth.bearer_user)", r"^bearer_user "),
+    ("idempotency claim + store (core.api_idempotency)", r"^(claim|complete|release) \(core/idempotency"),
     ("JSON body guard (core.api_guard)", r"^_require_json_body "),
     ("body parsing and validation (webargs, PaymentIn)", r"^Parser\.parse \(webargs/"),
     ("confirm_cashier_payment (the service, to its last statement)", r"^confirm_cashier_payment "),
+    ("handle_callback (the whole callback service)", r"^handle_callback "),
+    ("  bank secrets + signature (live_secrets, verify_signature)", r"^(live_secrets|verify_signature) "),
+    ("  callback body validation (CallbackIn)", r"^Schema\.load .*|^_parse_json "),
+    ("  confirm_payment (inside either)", r"^confirm_payment "),
     ("payment_view + receipt_view (incl. lazy loads)", r"^(payment_view|receipt_view) "),
     ("commit (Database.unit_of_work exit)", r"^Session\.commit "),
     ("response schema dump + JSON", r"^Schema\.dump |^ResponseMixin\._prepare_response_content|json/"),
@@ -650,11 +723,12 @@ def _function(frame: str) -> str:
     return f"{name} ({location.split(':', 1)[0]})" if location else name
 
 
-def callees(function: str, stacks: list[tuple[list[str], int]]) -> Counter[str]:
-    """Samples below `function`, grouped by the function it called directly ('(self)' for its own lines)."""
+def callees(functions: tuple[str, ...], stacks: list[tuple[list[str], int]]) -> Counter[str]:
+    """Samples below one of `functions`, grouped by the function it called directly ('(self)' for its own lines)."""
     shares: Counter[str] = Counter()
+    prefixes = tuple(f + " " for f in functions)
     for frames, count in stacks:
-        index = next((i for i, f in enumerate(frames) if f.startswith(function + " ")), None)
+        index = next((i for i, f in enumerate(frames) if f.startswith(prefixes)), None)
         if index is not None:
             shares[_function(frames[index + 1]) if index + 1 < len(frames) else "(self)"] += count
     return shares
@@ -707,21 +781,31 @@ def analyse_profile(path: Path) -> dict[str, Any]:
         "in_flask_share": sum(c for _f, c in in_request) / total,
         "by_library": {k: v / total for k, v in by_library.most_common()},
         "by_stage": {k: v / total for k, v in by_stage.most_common()},
-        "record_payment": {k: v / total for k, v in callees("record_payment", in_request).most_common(10)},
-        "confirm_payment": {k: v / total for k, v in callees("confirm_payment", in_request).most_common(12)},
+        "view": {k: v / total for k, v in callees(("record_payment", "bank_callback"), in_request).most_common(10)},
+        "handle_callback": {k: v / total for k, v in callees(("handle_callback",), in_request).most_common(10)},
+        "confirm_payment": {k: v / total for k, v in callees(("confirm_payment",), in_request).most_common(12)},
     }
 
 
-def print_profile(title: str, profile: dict[str, Any]) -> None:
+def print_profile(title: str, profile: dict[str, Any], cpu_ms: float | None) -> None:
+    """Shares of the samples; with the worker CPU per request of the unprofiled best round (`cpu_ms`), the
+    CPU profile's shares are also given as milliseconds of worker CPU per request."""
+    scale = cpu_ms if profile.get("gil") and cpu_ms else None
     print(f"\n### py-spy, {title}: {profile['samples']} samples in request handling "
-          f"({100 * profile['in_flask_share']:.0f} % inside Flask), throughput meanwhile {profile['rate']:.0f}/s")
+          f"({100 * profile['in_flask_share']:.0f} % inside Flask), throughput meanwhile {profile['rate']:.0f}/s"
+          + (f"; ms = share × {scale:.2f} ms worker CPU per request (best unprofiled 16-client round)"
+             if scale else ""))
     for key, heading in (("by_library", "by library (innermost known frame)"),
                          ("by_stage", "by stage of the request (inclusive)"),
-                         ("record_payment", "below the view record_payment (inclusive, by direct callee)"),
+                         ("view", "below the view (inclusive, by direct callee)"),
+                         ("handle_callback", "below handle_callback (inclusive, by direct callee)"),
                          ("confirm_payment", "below confirm_payment (inclusive, by direct callee)")):
+        if not profile[key]:
+            continue
         print(f"{heading}:")
         for label, share in profile[key].items():
-            print(f"  {100 * share:5.1f} %  {label}")
+            ms = f"  {share * scale:5.2f} ms" if scale else ""
+            print(f"  {100 * share:5.1f} %{ms}  {label}")
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -752,7 +836,7 @@ def machine(url: str) -> dict[str, str]:
 
 
 def closed_loop(result: PhaseResult) -> bool:
-    return result.name.startswith("confirm") and "paced" not in result.name
+    return result.name.startswith(("confirm", "bank callbacks")) and "paced" not in result.name
 
 
 def phase_row(result: PhaseResult, baseline: float | None = None) -> str:
@@ -806,7 +890,7 @@ def print_report(results: list[PhaseResult], profiles: dict[str, dict[str, Any]]
         print(cpu_row(result))
     print()
     for result in best:
-        if result.name.startswith("confirm"):
+        if result.name.startswith(("confirm", "bank callbacks")):
             baseline = pgbench.get(result.clients) if closed_loop(result) else None
             verdict = []
             if baseline:
@@ -814,7 +898,9 @@ def print_report(results: list[PhaseResult], profiles: dict[str, dict[str, Any]]
             verdict.append(f"p99 {result.p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
             print(f"# {result.name}: " + ", ".join(verdict))
     for title, profile in profiles.items():
-        print_profile(title, profile)
+        unprofiled = next((r for r in best if r.name == ("confirm (HTTP) 16" if profile["kind"] == "confirm"
+                                                         else "bank callbacks (HTTP) 16")), None)
+        print_profile(title, profile, unprofiled.per_request_ms(unprofiled.cpu.workers) if unprofiled else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -831,8 +917,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pgbench", action="store_true")
     parser.add_argument("--paced", type=float, default=0.5,
                         help="an open-loop 16-client phase at this share of the best closed-loop rate (0: none)")
-    parser.add_argument("--idempotency", action="store_true",
-                        help="16-client rounds with an Idempotency-Key on every request (as the cashier page)")
+    parser.add_argument("--no-idempotency", dest="idempotency", action="store_false",
+                        help="skip the 16-client rounds with an Idempotency-Key on every request (as the cashier page)")
     parser.add_argument("--profile", action="store_true", help="two further 16-client runs under py-spy (wall, CPU)")
     parser.add_argument("--profile-dir", type=Path, default=None, help="keep the raw py-spy stacks here")
     args = parser.parse_args(argv)
@@ -847,8 +933,8 @@ def main(argv: list[str] | None = None) -> int:
     seeded = seed(args.database, max(client_counts + [args.issue_clients]))
     year = datetime.now(UTC).year  # the receipt counter row is per year; pgbench adds to the same row
     warm = 4 * len(seeded.cashier_tokens)
-    needed = (warm + rounds * args.confirmations * (len(client_counts) + (1 if args.idempotency else 0))
-              + (PACED_CONFIRMATIONS if args.paced else 0) + (2 * PROFILE_CONFIRMATIONS if args.profile else 0))
+    needed = (2 * warm + rounds * args.confirmations * (2 * len(client_counts) + (1 if args.idempotency else 0))
+              + (PACED_CONFIRMATIONS if args.paced else 0) + (4 * PROFILE_CONFIRMATIONS if args.profile else 0))
     results: list[PhaseResult] = []
     profiles: dict[str, dict[str, Any]] = {}
 
@@ -861,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         with gunicorn(args.database, args.workers, args.threads, tmp_path / "gunicorn.log") as server:
             numbers: list[str] = []
             lock = threading.Lock()
+            callback_results: Counter[str] = Counter()
 
             def keep_number(_client: int, status: int, data: bytes) -> None:
                 if status == 201:
@@ -885,36 +972,61 @@ def main(argv: list[str] | None = None) -> int:
                 share = split([next(pool) for _ in range(count)], clients)
                 return [pay_calls(seeded.cashier_tokens[i], share[i], idempotent=idempotent) for i in range(clients)]
 
-            # every cashier opens its shift and warms its path (not measured)
+            def callers(clients: int, count: int, tag: str) -> list[list[Call]]:
+                share = split([next(pool) for _ in range(count)], clients)
+                return [callback_calls(seeded.bank_code, seeded.bank_secret, share[i], f"{tag}c{i}")
+                        for i in range(clients)]
+
+            def check_callback(_client: int, status: int, data: bytes) -> None:
+                result = json.loads(data).get("result") if status == 200 else f"HTTP {status}"
+                with lock:
+                    callback_results[str(result)] += 1
+
+            # every cashier opens its shift and warms its path; the bank path too (not measured)
             phase("warm-up confirm", payers(len(seeded.cashier_tokens), warm))
-            for _round in range(rounds):
+            phase("warm-up callbacks", callers(args.issue_clients, warm, "warm"), on_response=check_callback)
+            for r in range(rounds):
                 for clients in client_counts:
                     record(phase(f"confirm (HTTP) {clients}", payers(clients, args.confirmations)))
+                for clients in client_counts:
+                    record(phase(f"bank callbacks (HTTP) {clients}", callers(clients, args.confirmations, f"r{r}"),
+                                 on_response=check_callback))
                 if args.idempotency:
                     record(phase("confirm (HTTP, Idempotency-Key) 16", payers(16, args.confirmations, idempotent=True)))
             if args.paced:
                 rate = args.paced * max(r.rate for r in results if r.name.startswith("confirm (HTTP) "))
                 record(phase(f"confirm (HTTP) 16, paced at {rate:.0f}/s", payers(16, PACED_CONFIRMATIONS), rate=rate))
-            for gil in ([False, True] if args.profile else []):
-                output = tmp_path / f"profile-{'gil' if gil else 'wall'}.txt"
-                jobs = payers(16, PROFILE_CONFIRMATIONS)
+            profiled_kinds = [(k, g) for k in ("confirm", "callbacks") for g in (False, True)] if args.profile else []
+            for kind, gil in profiled_kinds:
+                output = tmp_path / f"profile-{kind}-{'gil' if gil else 'wall'}.txt"
+                jobs = payers(16, PROFILE_CONFIRMATIONS) if kind == "confirm" else callers(
+                    16, PROFILE_CONFIRMATIONS, f"p{int(gil)}")
                 spy = profile_workers(server, output, gil=gil)
                 if spy is None:
                     break
                 time.sleep(2.0)  # py-spy attaches to every worker
-                profiled = phase("confirm under py-spy", jobs)
+                profiled = phase(f"{kind} under py-spy", jobs,
+                                 on_response=check_callback if kind == "callbacks" else None)
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
                 spy.wait(timeout=120)
                 profile = analyse_profile(output)
                 profile["rate"] = profiled.rate
-                profiles["CPU (--gil: samples only while a worker runs Python)" if gil
-                         else "wall time (every sample of a busy worker, waiting on PostgreSQL included)"] = profile
+                profile["kind"] = kind
+                profile["gil"] = gil
+                profiles[f"{kind}, " + ("CPU (--gil: samples only while a worker runs Python)" if gil else
+                                        "wall time (every sample of a busy worker, waiting on PostgreSQL included)")
+                         ] = profile
                 if args.profile_dir:
                     args.profile_dir.mkdir(parents=True, exist_ok=True)
                     shutil.copy(output, args.profile_dir / output.name)
             log = (tmp_path / "gunicorn.log").read_text(errors="replace")
             if "Traceback" in log:
                 print("# gunicorn logged tracebacks:\n" + log[-3000:], file=sys.stderr)
+
+        # Before pgbench (whose audit rows are not HMAC-chained): what the HTTP phases left behind.
+        integrity = check_integrity(args.database, year)
+        print(f"# bank callback answers: {dict(callback_results)}", flush=True)
+        print(f"# integrity after the HTTP phases: {'OK' if integrity.ok() else 'BROKEN'} {integrity}", flush=True)
 
         if not args.no_pgbench:
             prepare_pgbench_notices(args.database, 150_000)
@@ -923,7 +1035,9 @@ def main(argv: list[str] | None = None) -> int:
                     record(run_pgbench(args.database, clients, args.pgbench_seconds, seeded, year, tmp_path))
 
     print_report(results, profiles, rounds)
-    return 0
+    print(f"\n# bank callback answers: {dict(callback_results)}")
+    print(f"# integrity after the HTTP phases: {'OK' if integrity.ok() else 'BROKEN'} {integrity}")
+    return 0 if integrity.ok() and set(callback_results) <= {"confirmed"} else 1
 
 
 if __name__ == "__main__":
