@@ -27,6 +27,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from core.audit import Actor
+from core.clock import today
 from core.db import Database
 from tests.conftest import AUDIT_KEY, DEMO_FEES, PASSWORD, STAFF_USERS, Staff, make_test_app, table_counts
 
@@ -47,7 +48,7 @@ class Row:
     json: Any = None
     form: Mapping[str, str] | None = None
     cancels: frozenset[str] = field(default_factory=frozenset)  # roles whose call cancels the notice
-    needs: str = ""  # "notice", "paid" or "refund_due": what is made fresh for each call (see prepare)
+    needs: str = ""  # "notice", "paid", "refund_due" or "run": what is made fresh for each call (see prepare)
 
 
 def api(path: str, ok: Mapping[str, int], **kwargs: Any) -> Row:
@@ -71,6 +72,7 @@ def public(path: str, status: int | str = 200, **kwargs: Any) -> Row:
 
 
 ALL_STAFF = {role: 200 for role in STAFF_ROLES}
+FINANCE_READERS = {"finance": 200, "admin": 200}
 ANY_DEPARTMENT_READER = {"window": 200, "cashier": 200, "finance": 200, "admin": 200}  # not window_other
 NOTICE_BODY = {"department": "BDC", "payer": {"name": "张三"}, "items": [{"fee_code": "BDC-ZZ", "quantity": 1}]}
 NOTICE_FORM = {"department": "{department}", "payer_name": "李四", "line_count": "1",
@@ -156,6 +158,22 @@ TABLE: dict[tuple[str, str], Row] = {
     ("receipts_api.verify_receipt", "GET"): public("/api/v1/public/receipts/{receipt}?code=WRONGCODE", needs="paid"),
     ("receipts_api.issue_certificate", "POST"): api("/api/v1/notices/{number}/certificate", {"window": 201},
                                                     needs="paid", json={}),
+    # bank statements and reconciliation: finance writes, admin reads
+    # (no file in the form: an authorised caller gets 422, nobody else gets that far)
+    ("reconciliation_api.upload_statement", "POST"): api("/api/v1/bank-statements", {"finance": 422},
+                                                         form={"bank_code": "ANY-BANK"}),
+    ("reconciliation_api.start_run", "POST"): api("/api/v1/reconciliation/runs", {"finance": 201},
+                                                  json={"business_date": "2026-01-02"}),
+    ("reconciliation_api.list_runs", "GET"): api("/api/v1/reconciliation/runs", FINANCE_READERS),
+    ("reconciliation_api.get_run", "GET"): api("/api/v1/reconciliation/runs/{run_id}", FINANCE_READERS, needs="run"),
+    ("reconciliation_api.list_exceptions", "GET"): api("/api/v1/reconciliation/runs/{run_id}/exceptions",
+                                                       FINANCE_READERS, needs="run"),
+    ("reconciliation_api.report_pdf", "GET"): api("/api/v1/reconciliation/runs/{run_id}/report.pdf", FINANCE_READERS,
+                                                  needs="run"),
+    ("reconciliation_api.report_csv", "GET"): api("/api/v1/reconciliation/runs/{run_id}/report.csv", FINANCE_READERS,
+                                                  needs="run"),
+    ("reconciliation_api.resolve", "POST"): api("/api/v1/reconciliation/exceptions/{exception_id}/resolve",
+                                                {"finance": 200}, needs="run", json={"note": "已核实"}),
 }
 
 # Views that carry no api_roles/page_roles/public mark, and why.
@@ -250,6 +268,8 @@ def prepare(env: Env, needs: str) -> dict[str, str]:
     if not needs:
         return {}
     client = env.app.test_client()
+    if needs == "run":
+        return reconciled(env)
     made = {"number": fresh_notice(env)}
     if needs == "notice":
         return made
@@ -265,6 +285,23 @@ def prepare(env: Env, needs: str) -> dict[str, str]:
                              headers=env.staff.headers("finance"))
         assert voided.status_code == 200, voided.get_json()
     return made
+
+
+def reconciled(env: Env) -> dict[str, str]:
+    """A run of today with one open exception: a notice priced below the schedule (an override)."""
+    client = env.app.test_client()
+    body = {**NOTICE_BODY, "items": [{"fee_code": "BDC-ZZ", "quantity": 1, "override_amount": 4000,
+                                      "override_reason": "减半"}]}
+    assert client.post("/api/v1/notices", json=body, headers=env.staff.headers("window")).status_code == 201
+    with env.app.app_context():
+        today_ = today(env.app.config["FEESVC_TIMEZONE"])
+    run = client.post("/api/v1/reconciliation/runs", json={"business_date": today_.isoformat()},
+                      headers=env.staff.headers("finance"))
+    assert run.status_code == 201, run.get_json()
+    run_id = run.get_json()["id"]
+    found = client.get(f"/api/v1/reconciliation/runs/{run_id}/exceptions?status=open",
+                       headers=env.staff.headers("finance")).get_json()["items"]
+    return {"run_id": str(run_id), "exception_id": str(found[0]["id"])}
 
 
 def notice_status(env: Env, number: str) -> str:
@@ -295,6 +332,8 @@ def check_row(env: Env, role: str, method: str, row: Row, client: FlaskClient) -
         values = {**made, "department": department, "fee": fee, "key": uuid.uuid4().hex}
         form = {k: v.format(**values) for k, v in row.form.items()}
         kwargs["data"] = {**form, "csrf_token": csrf_token(client)}
+        if row.kind == "api":
+            kwargs["content_type"] = "multipart/form-data"  # API forms are uploads
     before = table_counts(env.db)
 
     response = client.open(path, method=method, **kwargs)
