@@ -27,9 +27,17 @@ install-dev: $(VENV)/.installed-dev
 
 ## Serve the demo: SQLite in instance/, demo fee schedule, demo users printed.
 # The demo serves plain http on localhost, so its session cookie cannot be Secure-only.
+# The scheduler (nightly reconciliation, expiry, webhook delivery) runs beside gunicorn. Both
+# run in the background and the shell waits for gunicorn: `wait` returns on a signal at once
+# (waiting on a foreground command would defer the trap until it exits), and the EXIT trap
+# stops whichever is still running, so Ctrl-C, `kill` of make, or gunicorn failing to start
+# leave no stray process. Background commands start with SIGINT ignored, hence TERM.
 run: install
 	$(FLASK) demo setup --base-url http://$(HOST):$(PORT)
-	FEESVC_INSECURE_COOKIES=1 $(BIN)/gunicorn --no-control-socket --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app
+	@$(FLASK) scheduler & scheduler=$$!; \
+	FEESVC_INSECURE_COOKIES=1 $(BIN)/gunicorn --no-control-socket --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app & web=$$!; \
+	trap 'kill -TERM $$web $$scheduler 2>/dev/null; wait' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	wait $$web
 
 ## The whole suite this machine can run (PostgreSQL tests run when TEST_DATABASE_URL is set).
 test: install-dev
