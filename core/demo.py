@@ -43,6 +43,9 @@ def setup_demo(fees_path: Path, base: str) -> list[str]:
     out.extend(_demo_bank(key, actor, base))
     out.append(f"打开 {base}/login 登录；公开收费标准：{base}/fees ；API 文档：{base}/api/v1/openapi.json")
     out.append(f"示例：curl -H 'Authorization: Bearer <window-bdc 的令牌>' {base}/api/v1/notices")
+    out.append(f"对账：finance 登录后打开 {base}/finance ；导入示例对账单："
+               ".venv/bin/flask --app wsgi statements import demo/statement-example.camt053.001.08.xml "
+               "--bank DEMO-BANK ；对账：.venv/bin/flask --app wsgi reconcile --date 2026-11-24")
     return out
 
 

@@ -70,7 +70,8 @@ class _HashingReader:
         return len(data)
 
 
-_FACTS = ("amount", "direction", "reversal", "booked_date", "notice_number_given")
+# What the bank booked; remittance text may differ between its CSV and camt.053 renderings.
+_FACTS = ("amount", "direction", "reversal", "booked_date")
 
 
 def _row(statement: BankStatement, line: ParsedLine) -> dict[str, Any]:
