@@ -65,7 +65,7 @@ def _in_day(column: Any, day: BusinessDay) -> ColumnElement[bool]:
     return and_(column >= day.start, column < day.end)
 
 
-def _payment_in_day(day: BusinessDay) -> ColumnElement[bool]:
+def payment_in_day(day: BusinessDay) -> ColumnElement[bool]:
     """A cashier payment belongs to the day it was recorded, a bank payment to its paid_at."""
     return or_(and_(Payment.channel == "cashier", _in_day(Payment.recorded_at, day)),
                and_(Payment.channel == "bank", _in_day(Payment.paid_at, day)))
@@ -143,7 +143,7 @@ def payment_findings(session: Session, run_id: int, day: BusinessDay) -> int:
         .select_from(Payment)
         .outerjoin(Notice, Notice.id == Payment.notice_id)
         .outerjoin(Receipt, Receipt.payment_id == Payment.id)
-        .where(_payment_in_day(day))
+        .where(payment_in_day(day))
     )
     return _store(session, run_id, query)
 
@@ -296,7 +296,7 @@ def day_totals(session: Session, day: BusinessDay) -> dict[str, int]:
                   else_=literal("cashier_") + Payment.method)
     for name, count, amount in session.execute(
         select(bucket.label("bucket"), func.count(), _sum(Payment.amount))
-        .where(_payment_in_day(day)).group_by(bucket)
+        .where(payment_in_day(day)).group_by(bucket)
     ):
         totals[f"payments_{name}"] = count
         totals[f"payments_{name}_amount"] = amount

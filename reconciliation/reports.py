@@ -37,7 +37,7 @@ from core.pdf import cjk_font
 from notices.models import Notice, NoticeLine
 from notices.numbers import group_digits
 from payments.models import Payment, PaymentStatus
-from reconciliation.matching import BusinessDay, _payment_in_day  # the run's own rule for a payment's day
+from reconciliation.matching import BusinessDay, payment_in_day  # the run's own rule for a payment's day
 from reconciliation.models import ExceptionStatus, ReconciliationException, ReconciliationRun, RunStatus
 from reconciliation.service import SYSTEM, ExceptionFilter, list_exceptions, run_totals
 from reconciliation.texts import describe, severity, type_label
@@ -84,7 +84,7 @@ def department_totals(session: Session, day: BusinessDay) -> list[DepartmentRow]
     paid = {dept: (n, amount) for dept, n, amount in session.execute(
         select(Notice.department_id, func.count(), func.coalesce(func.sum(Payment.amount), 0))
         .join(Notice, Notice.id == Payment.notice_id)
-        .where(_payment_in_day(day), Payment.status == PaymentStatus.CONFIRMED)
+        .where(payment_in_day(day), Payment.status == PaymentStatus.CONFIRMED)
         .group_by(Notice.department_id))}
     ids = set(issued) | set(paid)
     names = {i: name for i, name in session.execute(select(Department.id, Department.name)
