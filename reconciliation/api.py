@@ -108,7 +108,9 @@ def list_exceptions(args: dict[str, Any], run_id: int) -> dict[str, Any]:
     """The exceptions of the run's business date, each root cause once, with its resolution."""
     with reading() as session:
         run = service.find_run(session, run_id)
-        found = service.list_exceptions(session, run, service.ExceptionFilter(args.get("type"), args.get("status")))
+        department = service.department_id_of(session, args["department"]) if args.get("department") else None
+        found = service.list_exceptions(session, run, service.ExceptionFilter(args.get("type"), args.get("status"),
+                                                                              department))
         return {"items": [exception_view(item) for item in found]}
 
 

@@ -69,6 +69,7 @@ def run_view(run: ReconciliationRun) -> dict[str, Any]:
 
 class ExceptionArgs(Schema):
     type = fields.String(validate=validate.OneOf(TYPES, error="须为以下之一：{choices}。"))
+    department = text(32, metadata={"description": "部门代码，如 BDC"})
     status = fields.String(validate=validate.OneOf([s.value for s in ExceptionStatus],
                                                    error="须为以下之一：{choices}。"))
 

@@ -18,7 +18,7 @@ from core.audit import Actor, append_audit
 from core.clock import today, utcnow, zone
 from core.db import Database, is_sqlite
 from core.errors import DomainError, NotFound, ValidationFailed
-from core.models import User
+from core.models import Department, User
 from payments.models import Channel, Payment, PaymentMethod
 from payments.service import Confirmation, confirm_payment, mark_refund_due
 from receipts.service import ReceiptSettings
@@ -224,6 +224,14 @@ def list_exceptions(session: Session, run: ReconciliationRun, flt: ExceptionFilt
     if flt.department_id is not None:
         query = query.where(ReconciliationException.department_id == flt.department_id)
     return list(session.scalars(query))
+
+
+def department_id_of(session: Session, code: str) -> int:
+    """The id of a department by its code; an unknown code is a validation error, not an empty list."""
+    found = session.scalar(select(Department.id).where(Department.code == code))
+    if found is None:
+        raise ValidationFailed({"department": [_("没有代码为 %(c)s 的部门。", c=code)]})
+    return found
 
 
 def find_exception(session: Session, exception_id: int, *, for_update: bool = False) -> ReconciliationException:

@@ -369,3 +369,23 @@ def test_reimporting_the_statement_adds_nothing(client: FlaskClient, staff: Staf
     assert again.status_code == 422  # an empty file is not a statement
     with db.reading() as session:
         assert session.scalar(select(text("count(*)")).select_from(StatementLine)) == lines
+
+
+def test_exceptions_filter_by_type_status_and_department(client: FlaskClient, staff: Staff,
+                                                         labelled: Day) -> None:
+    result = run(client, staff, labelled.day)
+    everything = exceptions(client, staff, result["id"])
+    fees = exceptions(client, staff, result["id"], type="fee_amount_mismatch")
+    assert len(fees) == 2 and {item["type"] for item in fees} == {"fee_amount_mismatch"}
+    zj = exceptions(client, staff, result["id"], department="ZJ")
+    assert [item["type"] for item in zj] == ["fee_not_in_schedule"]
+    assert exceptions(client, staff, result["id"], status="resolved") == []
+    assert len(everything) == len(labelled.expected)
+    unknown = client.get(f"/api/v1/reconciliation/runs/{result['id']}/exceptions?department=NOPE",
+                         headers=staff.headers("finance"))
+    assert unknown.status_code == 422 and "department" in unknown.json["errors"]
+    bad_type = client.get(f"/api/v1/reconciliation/runs/{result['id']}/exceptions?type=nonsense",
+                          headers=staff.headers("finance"))
+    assert bad_type.status_code == 422 and "type" in bad_type.json["errors"]
+    missing = client.get("/api/v1/reconciliation/runs/2147483000", headers=staff.headers("finance"))
+    assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
