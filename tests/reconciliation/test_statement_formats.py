@@ -330,9 +330,12 @@ MALFORMED = [
     ("thousands separator", camt(ntry(amount="1,080.00")), "Stmt/Ntry[1]/Amt"),
     ("empty amount", camt(ntry(amount="")), "Stmt/Ntry[1]/Amt"),
     ("amount beyond 10^12 fen", camt(ntry(amount="10000000000.01")), "Stmt/Ntry[1]/Amt"),
-    ("huge amount", camt(ntry(amount="9" * 5000)), "Stmt/Ntry[1]/Amt"),
+    ("huge amount", camt(ntry(amount="9" * 1_000_001)), "Stmt/Ntry[1]/Amt"),
     ("bad amount in the first transaction of the second entry",
      camt(ntry(), ntry(tx("T1", "2O.00"), tx("T2", "10.00"), amount="30.00")), "Stmt/Ntry[2]/NtryDtls/TxDtls[1]/Amt"),
+    ("bad amount in AmtDtls", camt(ntry(tx("T1", None, extra='<AmtDtls><TxAmt><Amt Ccy="CNY">1.234</Amt></TxAmt>'
+                                                         '</AmtDtls>'))),
+     "Stmt/Ntry[1]/NtryDtls/TxDtls[1]/AmtDtls/TxAmt/Amt"),
     ("batch transaction without amount", camt(ntry(tx("T1", "10"), tx("T2", None))),
      "Stmt/Ntry[1]/NtryDtls/TxDtls[2]/Amt"),
     ("currency not CNY", camt(ntry(ccy="USD")), "Stmt/Ntry[1]/Amt/@Ccy"),
@@ -382,34 +385,42 @@ def test_error_reads_without_an_app_context() -> None:
 
 # -- not a statement at all -------------------------------------------------------------------------
 
+UNRECOGNISED = "无法识别的文件"
+NOT_CAMT = "不是 camt.053"
 NOT_STATEMENTS = [
-    ("empty", b""),
-    ("whitespace", b" \r\n\t "),
-    ("byte order mark only", codecs.BOM_UTF8),
-    ("binary", bytes(range(256))),
-    ("a PDF", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"),
-    ("HTML", b"<!doctype html><html><body>not a statement</body></html>"),
-    ("other XML", b"<?xml version='1.0'?><invoice><total>80.00</total></invoice>"),
-    ("camt.052, not .053", camt(ntry()).replace(b"camt.053", b"camt.052")),
-    ("camt.053.001.01", camt(ntry(), version="001.01")),
-    ("camt.053.001.09", camt(ntry(), version="001.09")),
-    ("camt.053 without a namespace", camt(ntry()).replace(b' xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"',
-                                                         b"")),
-    ("camt.053 without Stmt", b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"/>'),
-    ("only a prolog", b"<?xml version='1.0'?><!-- nothing -->"),
-    ("CSV with other columns", b"date,amount,reference\n2026-11-24,80.00,X\n"),
-    ("CSV header with a column missing", b"bank_reference,notice_number,amount,currency,booked_at,payer_name\n"),
+    ("empty", b"", "文件是空的"),
+    ("whitespace", b" \r\n\t ", "文件是空的"),
+    ("byte order mark only", codecs.BOM_UTF8, "文件是空的"),
+    ("binary", bytes(range(256)), UNRECOGNISED),
+    ("a PDF", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", UNRECOGNISED),
+    ("XHTML", b"<!DOCTYPE html><html><body>not a statement</body></html>", NOT_CAMT),
+    ("HTML", b"<!doctype html><html><body>not a statement</body></html>", "XML 格式错误"),
+    ("other XML", b"<?xml version='1.0'?><invoice><total>80.00</total></invoice>", NOT_CAMT),
+    ("camt.052, not .053", camt(ntry()).replace(b"camt.053", b"camt.052"), NOT_CAMT),
+    ("camt.053.001.01", camt(ntry(), version="001.01"), NOT_CAMT),
+    ("camt.053.001.09", camt(ntry(), version="001.09"), NOT_CAMT),
+    ("camt.053 without a namespace",
+     camt(ntry()).replace(b' xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"', b""), NOT_CAMT),
+    ("camt.053 without Stmt", b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"/>', "缺少"),
+    ("only a prolog", b"<?xml version='1.0'?><!-- nothing -->", "XML 格式错误"),
+    ("CSV with other columns", b"date,amount,reference\n2026-11-24,80.00,X\n", UNRECOGNISED),
+    ("CSV header with a column missing", b"bank_reference,notice_number,amount,currency,booked_at,payer_name\n",
+     UNRECOGNISED),
     ("CSV in UTF-16", "bank_reference,notice_number,amount,currency,booked_at,payer_name,payer_account\n"
-                      .encode("utf-16")),
-    ("XML in GBK", b'<?xml version="1.0" encoding="GBK"?><Document/>'),
+                      .encode("utf-16"), "UTF-8"),
+    ("XML in GBK", b'<?xml version="1.0" encoding="GBK"?><Document/>', "UTF-8"),
 ]
 
 
-@pytest.mark.parametrize("content", [n[1] for n in NOT_STATEMENTS], ids=[n[0] for n in NOT_STATEMENTS])
-def test_not_a_statement(content: bytes) -> None:
+@pytest.mark.parametrize(("content", "says"), [n[1:] for n in NOT_STATEMENTS], ids=[n[0] for n in NOT_STATEMENTS])
+def test_not_a_statement(content: bytes, says: str) -> None:
     error = failure(content)
-    assert error.message
+    assert says in error.message
     assert error.where is None or error.where.startswith("第")
+
+
+def test_csv_with_only_its_header_has_no_lines() -> None:
+    assert parse(HEADER.encode()) == (StatementInfo("csv", None, None, None, None), [])
 
 
 @pytest.mark.parametrize(("head", "kind"), [
@@ -490,12 +501,12 @@ def csv_with(*rows: str) -> bytes:
 
 
 def test_csv_fields() -> None:
-    content = csv_with(ROW, "\n", 'R2,,1,CNY,2026-11-24T16:30:00Z,"王, 五",\n',
+    content = csv_with(ROW, "\n", ",,,,,,\n", 'R2,,1,CNY,2026-11-24T16:30:00Z,"王, 五",\n',
                        "R3, 9900 0126 0000 0000 0218 ,100,CNY,2026-11-24T08:00:00-05:00,,\n")
     assert parse(content)[1] == [
         line(1, "R1", 8000, given="99000126000000000119", number="99000126000000000119", payer="张三",
              account="6222020200001234567"),
-        line(2, "R2", 1, booked=date(2026, 11, 25), payer="王, 五"),  # 00:30 in Beijing; the blank line skipped
+        line(2, "R2", 1, booked=date(2026, 11, 25), payer="王, 五"),  # 00:30 in Beijing; blank rows skipped
         line(3, "R3", 100, given="9900 0126 0000 0000 0218", booked=date(2026, 11, 24)),  # 21:00 in Beijing
     ]
 
