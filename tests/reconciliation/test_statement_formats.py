@@ -33,9 +33,7 @@ from reconciliation.statement_formats import (
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not DATA.is_dir():  # the repository checked out on its own
-    DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "demo"  # the example statements of shared/data, as shipped
 V08 = "001.08"
 D = date(2026, 11, 24)
 
