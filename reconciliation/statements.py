@@ -104,11 +104,7 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
         if first is not row and _facts(first) != _facts(row):
             raise _conflict(row)
     table = StatementLine.metadata.tables[StatementLine.__tablename__]
-    known = session.connection().execute(
-        select(table.c.bank_reference, *(table.c[name] for name in _FACTS))
-        .where(table.c.bank_code == rows[0]["bank_code"], table.c.bank_reference.in_(list(unique)))
-    )
-    for before in known:
+    for before in _known_lines(session, rows[0]["bank_code"], list(unique)):
         row = unique.pop(before.bank_reference)
         if {name: getattr(before, name) for name in _FACTS} != _facts(row):
             raise _conflict(row)
@@ -117,6 +113,25 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
         # pipelined (psycopg), far faster than multi-row VALUES that must be compiled per batch.
         session.connection().execute(table.insert(), list(unique.values()))
     return len(unique)
+
+
+_KNOWN_LINES_PG = text(
+    # A LATERAL lookup per reference on the unique index. A plain IN list lets PostgreSQL, whose
+    # statistics lag behind a table that this very import is filling, scan all of the bank's
+    # lines for each batch (measured: quadratic, 2 s a batch at 40,000 lines).
+    "SELECT l.bank_reference, " + ", ".join(f"l.{name}" for name in _FACTS) + " "
+    "FROM unnest(CAST(:refs AS text[])) AS r(ref) CROSS JOIN LATERAL ("
+    " SELECT * FROM statement_lines s WHERE s.bank_code = :bank AND s.bank_reference = r.ref LIMIT 1) AS l"
+)
+
+
+def _known_lines(session: Session, bank_code: str, references: list[str]) -> Any:
+    if is_sqlite(session):
+        table = StatementLine.metadata.tables[StatementLine.__tablename__]
+        return session.connection().execute(
+            select(table.c.bank_reference, *(table.c[name] for name in _FACTS))
+            .where(table.c.bank_code == bank_code, table.c.bank_reference.in_(references)))
+    return session.connection().execute(_KNOWN_LINES_PG, {"refs": references, "bank": bank_code})
 
 
 def _serialise_imports_of(session: Session, bank_code: str) -> None:
