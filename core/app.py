@@ -76,6 +76,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from receipts import api as receipts_api
     from receipts import views as receipts_views
     from reconciliation import api as reconciliation_api
+    from reconciliation import views as reconciliation_views
     from webhooks import api as webhooks_api
     from webhooks import views as webhooks_views
 
@@ -84,6 +85,7 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     app.register_blueprint(notices_views.bp)
     app.register_blueprint(payments_views.bp)
     app.register_blueprint(receipts_views.bp)
+    app.register_blueprint(reconciliation_views.bp)
     app.register_blueprint(webhooks_api.bp)
     app.register_blueprint(webhooks_views.bp)
     csrf.exempt(webhooks_api.bp)  # signed by the bank; no cookies
