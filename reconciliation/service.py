@@ -19,6 +19,7 @@ from core.clock import today, utcnow, zone
 from core.db import Database, is_sqlite
 from core.errors import DomainError, NotFound, ValidationFailed
 from core.models import Department, User
+from notices.models import Notice
 from payments.models import Channel, Payment, PaymentMethod
 from payments.service import Confirmation, confirm_payment, mark_refund_due
 from receipts.service import ReceiptSettings
@@ -284,14 +285,18 @@ def confirm_from_statement_line(session: Session, settings: ReceiptSettings, cle
         raise ActionNotApplicable(_("只有“对账单有记录、指向一张未缴费通知书且金额一致”的差异可以据对账单确认缴费。"))
     line = session.get_one(StatementLine, found.statement_line_id)
     assert line.notice_number is not None
-    # The bank booked it that day; we know no finer time than the booking date.
+    # The bank booked it that day and we know no finer time; not before the notice existed.
+    notice_issued_at = session.scalar(select(Notice.issued_at).where(Notice.number == line.notice_number))
     paid_at = datetime.combine(line.booked_date, time(0), zone(settings.timezone))
+    if notice_issued_at is not None and notice_issued_at > paid_at:
+        paid_at = notice_issued_at
     confirmation = confirm_payment(
         session, settings, Actor("user", clerk.username, clerk.id), notice_number=line.notice_number,
         amount=line.amount, channel=Channel.BANK, method=PaymentMethod.TRANSFER, paid_at=paid_at,
         bank_code=line.bank_code, bank_reference=line.bank_reference, payer_name=line.payer_name,
         reference=_("据对账单确认"),
     )
+    found.payment_id = confirmation.payment.id
     _close(found, clerk.username, _("据银行对账单确认缴费，收据号 %(r)s。", r=confirmation.receipt.number))
     append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id),
                  "reconciliation.confirm_from_statement", "reconciliation_exception", found.id,
@@ -307,4 +312,7 @@ def refund_flagged_payment(session: Session, settings: ReceiptSettings, clerk: U
         raise ActionNotApplicable(_("只有待处理（flagged）的银行缴费可以标记为待退款。"))
     mark_refund_due(session, settings, clerk, payment.id, reason)
     _close(found, clerk.username, _("已标记待退款：%(reason)s", reason=reason))
+    append_audit(session, settings.audit_key, Actor("user", clerk.username, clerk.id), "reconciliation.refund_due",
+                 "reconciliation_exception", found.id, before={"status": "open"},
+                 after={"status": "resolved", "payment_id": payment.id, "reason": reason})
     return payment

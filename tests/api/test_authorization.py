@@ -174,6 +174,21 @@ TABLE: dict[tuple[str, str], Row] = {
                                                   needs="run"),
     ("reconciliation_api.resolve", "POST"): api("/api/v1/reconciliation/exceptions/{exception_id}/resolve",
                                                 {"finance": 200}, needs="run", json={"note": "已核实"}),
+    # the finance desk: admin reads, finance acts (a confirm or refund that does not apply → 409 page)
+    ("finance.index", "GET"): page("/finance", FINANCE_READERS),
+    ("finance.start_run", "POST"): page("/finance/runs", {"finance": 303}, form={"business_date": "2026-01-02"}),
+    ("finance.upload_statement", "POST"): page("/finance/statements", {"finance": 422},
+                                               form={"bank_code": "ANY-BANK"}),
+    ("finance.run", "GET"): page("/finance/runs/{run_id}", FINANCE_READERS, needs="run"),
+    ("finance.report_pdf", "GET"): page("/finance/runs/{run_id}/report.pdf", FINANCE_READERS, needs="run"),
+    ("finance.report_csv", "GET"): page("/finance/runs/{run_id}/report.csv", FINANCE_READERS, needs="run"),
+    ("finance.exception", "GET"): page("/finance/exceptions/{exception_id}", FINANCE_READERS, needs="run"),
+    ("finance.resolve", "POST"): page("/finance/exceptions/{exception_id}/resolve", {"finance": 303}, needs="run",
+                                      form={"note": "已核实"}),
+    ("finance.confirm", "POST"): page("/finance/exceptions/{exception_id}/confirm", {"finance": 409}, needs="run",
+                                      form={}),
+    ("finance.refund", "POST"): page("/finance/exceptions/{exception_id}/refund", {"finance": 409}, needs="run",
+                                     form={"reason": "退回"}),
 }
 
 # Views that carry no api_roles/page_roles/public mark, and why.
