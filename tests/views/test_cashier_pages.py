@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD, Staff, issue, make_test_app
-
-
-@pytest.fixture
-def html_app(app: Flask) -> Iterator[Flask]:
-    """The same database, with CSRF off so that forms can be posted directly."""
-    other = make_test_app(app.config["DATABASE_URL"], WTF_CSRF_ENABLED=False)
-    yield other
-    other.extensions["db"].engine.dispose()
-
-
-def signed_in(html_app: Flask, username: str) -> FlaskClient:
-    client = html_app.test_client()
-    response = client.post("/login", data={"username": username, "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
+from tests.conftest import Staff, issue
+from tests.views.conftest import signed_in
 
 
 def notice_number(client: FlaskClient, staff: Staff) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,14 @@ from core.db import Database
 from notices.numbers import compose_notice_number, group_digits
 from payments.models import Payment
 from reconciliation.models import ReconciliationException, ReconciliationRun, RunStatus
-from tests.conftest import AUDIT_KEY, PASSWORD, Staff, issue, make_test_app, table_counts
+from tests.conftest import AUDIT_KEY, PASSWORD, Staff, issue, table_counts
+from tests.views.conftest import signed_in
 from tests.webhooks.conftest import Bank
 from webhooks.service import create_bank
 
 TZ = "Asia/Shanghai"
-EXAMPLE_CSV = Path("/work/shared/data/statement-example.csv")
+EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "demo" / "statement-example.csv"
 CSV_HEADER = "bank_reference,notice_number,amount,currency,booked_at,payer_name,payer_account\n"
-
-
-@pytest.fixture
-def html_app(app: Flask) -> Iterator[Flask]:
-    """The same database, with CSRF off so that forms can be posted directly."""
-    other = make_test_app(app.config["DATABASE_URL"], WTF_CSRF_ENABLED=False)
-    yield other
-    other.extensions["db"].engine.dispose()
-
-
-def signed_in(application: Flask, username: str) -> FlaskClient:
-    client = application.test_client()
-    response = client.post("/login", data={"username": username, "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
 
 
 @pytest.fixture
