@@ -95,15 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from core.app import create_app
-    from core.audit import Actor
-    from webhooks.service import create_bank
 
     fresh_database(args.database)
     seeded = seed(args.database, 1)
     app = create_app({"DATABASE_URL": args.database, "SECRET_KEY": SECRET, "FEESVC_AUDIT_KEY": AUDIT_KEY})
     database = app.extensions["db"]
-    with app.app_context(), database.unit_of_work() as session:
-        bank_secret = create_bank(session, AUDIT_KEY, Actor.system("bench"), "BENCHBANK", "压测银行")
+    bank_secret, bank_code = seeded.bank_secret, seeded.bank_code
     probe = Probe()
     probe.install(database.engine)
     client = app.test_client()
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def callback(number: str) -> None:
         body = callback_body(number, TOTAL)
-        response = client.post("/webhooks/bank/BENCHBANK", data=body.encode(),
+        response = client.post(f"/webhooks/bank/{bank_code}", data=body.encode(),
                                headers=signed_headers(bank_secret, "msg_" + uuid.uuid4().hex, body))
         assert response.status_code == 200 and response.get_json()["result"] == "confirmed", response.get_data()
 

@@ -21,6 +21,7 @@ from sqlalchemy import CheckConstraint, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
+from core.db import insert_now
 from core.models import Base, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -105,8 +106,12 @@ def append_audit(
     before: Any = None,
     after: Any = None,
 ) -> AuditEntry:
-    """Append one entry in the caller's transaction; the head row stays locked until commit."""
-    row = session.execute(
+    """Append one entry in the caller's transaction; the head row stays locked until commit.
+
+    Core statements on the session's connection, in the order head, entry, head: no ORM flush
+    and no bulk-update evaluation; the entry is attached to the session as if loaded."""
+    connection = session.connection()
+    row = connection.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == 1)
         .values(last_seq=AuditChainHead.last_seq + 1)
@@ -129,8 +134,8 @@ def append_audit(
         prev_hash=prev_hash,
     )
     entry.hash = _mac(key, entry)
-    session.add(entry)
-    session.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_hash=entry.hash))
+    insert_now(session, entry)
+    connection.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_hash=entry.hash))
     return entry
 
 

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Insert, Table, create_engine, event, insert, inspect
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -47,6 +48,56 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+_INSERTS: dict[Table, Insert] = {}
+
+
+def insert_now(session: Session, obj: Any) -> None:
+    """Write one new ORM object at once with a Core INSERT … RETURNING its key on the session's
+    connection, then attach it to the session as if it had been loaded.
+
+    The same row as a flush would write, in the caller's transaction, without the unit of work
+    (about a millisecond of CPU per flush in the payment path). For new, single-table objects
+    whose columns are set or have Python-side defaults; a pending object is taken back from the
+    session first. Relationships already set on it stay set (so nothing is loaded later)."""
+    state = inspect(obj)
+    if state.pending:
+        session.expunge(obj)
+    elif not state.transient:
+        raise ValueError(f"insert_now takes a new object, not {state!r}")
+    mapper = state.mapper
+    table = mapper.local_table
+    assert isinstance(table, Table) and len(mapper.tables) == 1, "single-table mappings only"
+    values: dict[str, Any] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if prop.key in state.dict:
+            values[column.key] = state.dict[prop.key]
+            continue
+        if column.primary_key:
+            continue  # generated; returned below
+        if column.server_default is not None:
+            raise ValueError(f"{table.name}.{column.key} has a server default: set it explicitly")
+        default = column.default
+        if default is None:
+            value = None
+        elif isinstance(default, ScalarElementColumnDefault):
+            value = default.arg
+        elif isinstance(default, CallableColumnDefault):
+            value = default.arg(None)  # type: ignore[arg-type]  # wrapped by SQLAlchemy to take a context
+        else:
+            raise ValueError(f"{table.name}.{column.key} has a SQL default: set it explicitly")
+        setattr(obj, prop.key, value)
+        values[column.key] = value
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS.setdefault(table, insert(table).returning(*table.primary_key.columns))
+    row = session.connection().execute(statement, values).one()
+    for column, value in zip(table.primary_key.columns, row, strict=True):
+        setattr(obj, mapper.get_property_by_column(column).key, value)
+    make_transient_to_detached(obj)
+    session.add(obj)
 
 
 def is_sqlite(session_or_engine: Session | Engine) -> bool:

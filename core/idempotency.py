@@ -17,7 +17,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
@@ -73,29 +73,42 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def _insert_claim(session: Session, client: str, key: str, print_: str, now: datetime) -> bool:
+    """INSERT … ON CONFLICT (client, key) DO NOTHING RETURNING id: True when this request claimed the key.
+    A concurrent first claim not yet committed makes it wait, as the unique index always did."""
+    connection = session.connection()
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    row = connection.execute(
+        insert(IdempotencyRecord).values(client=client, key=key, fingerprint=print_, created_at=now)
+        .on_conflict_do_nothing(index_elements=["client", "key"]).returning(IdempotencyRecord.id)
+    ).first()
+    return row is not None
+
+
+def _existing(session: Session, client: str, key: str) -> IdempotencyRecord | None:
+    return session.scalar(
+        select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
+    )
+
+
 def claim(session: Session, client: str, key: str, print_: str) -> StoredResponse | None:
     """Claim the key for this request (caller commits), or return the response to replay.
 
-    Raises IdempotencyKeyReuse or IdempotencyKeyInUse.
+    Raises IdempotencyKeyReuse or IdempotencyKeyInUse. A new key costs one statement.
     """
     now = utcnow()
-    existing = session.scalar(
-        select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
-    )
+    if _insert_claim(session, client, key, print_, now):
+        return None
+    existing = _existing(session, client, key)
     if existing is not None and existing.created_at < now - KEEP_FOR:
         session.delete(existing)
         session.flush()
         existing = None
-    if existing is None:
-        try:
-            with session.begin_nested():
-                session.add(IdempotencyRecord(client=client, key=key, fingerprint=print_, created_at=now))
+    if existing is None:  # expired (deleted just now) or purged since the insert
+        if _insert_claim(session, client, key, print_, now):
             return None
-        except IntegrityError:
-            existing = session.scalar(
-                select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
-            )
-            assert existing is not None
+        existing = _existing(session, client, key)
+        assert existing is not None
     if existing.fingerprint != print_:
         raise IdempotencyKeyReuse("同一幂等键（Idempotency-Key）已用于内容不同的请求；新请求请使用新的键。")
     if existing.completed_at is None:
@@ -109,7 +122,7 @@ def claim(session: Session, client: str, key: str, print_: str) -> StoredRespons
 
 
 def complete(session: Session, client: str, key: str, response: StoredResponse) -> None:
-    session.execute(
+    session.connection().execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
         .values(completed_at=utcnow(), response_status=response.status,

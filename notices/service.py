@@ -11,12 +11,12 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
-from core.models import Department, Role, User
+from core.models import Role, User
 from core.money import format_yuan
 from fees.models import FeeItem
 from fees.service import claim_in_use, fee_in_force
@@ -78,20 +78,21 @@ class LineRequest:
 
 
 def allocate_serial(session: Session, region_code: str, year: int) -> int:
-    """Next serial for the region and year; the counter row stays locked until commit."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(
-        insert(NoticeSerial)
-        .values(region_code=region_code, year=year, last_serial=0)
-        .on_conflict_do_nothing()
-    )
-    serial = session.execute(
-        update(NoticeSerial)
-        .where(NoticeSerial.region_code == region_code, NoticeSerial.year == year)
-        .values(last_serial=NoticeSerial.last_serial + 1)
-        .returning(NoticeSerial.last_serial)
-    ).scalar_one()
+    """Next serial for the region and year; the counter row stays locked until commit.
+
+    Core statements on the session's connection; the year's row is inserted only when the UPDATE
+    found none (once a year per region)."""
+    connection = session.connection()
+    bump = (update(NoticeSerial)
+            .where(NoticeSerial.region_code == region_code, NoticeSerial.year == year)
+            .values(last_serial=NoticeSerial.last_serial + 1)
+            .returning(NoticeSerial.last_serial))
+    serial = connection.execute(bump).scalar_one_or_none()
+    if serial is None:
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        connection.execute(insert(NoticeSerial).values(region_code=region_code, year=year, last_serial=0)
+                           .on_conflict_do_nothing())
+        serial = connection.execute(bump).scalar_one()
     return int(serial)
 
 
@@ -108,7 +109,9 @@ def issue_notice(
     due_date: date | None = None,
 ) -> Notice:
     """Price every line from the schedule in force today; never from a price the client sends."""
-    department = _department_of_clerk(session, clerk, department_code)
+    issuer = _issuing_clerk(session, clerk, department_code)
+    department = issuer.department
+    assert department is not None
     now = utcnow()
     today = now.astimezone(zone(settings.timezone)).date()
     errors: dict[str, list[str]] = {}
@@ -164,10 +167,10 @@ def issue_notice(
     notice = Notice(
         number=compose_notice_number(settings.region_code, year, serial),
         region_code=settings.region_code, year=year, serial=serial,
-        department=department, case_reference=case_reference or None,
+        department=department, case_reference=case_reference or None, issued_by=issuer,
         payer_name=payer_name, payer_id_number=payer_id_number or None,
         total=total, currency="CNY", status=NoticeStatus.ISSUED,
-        issued_at=now, issued_by_id=clerk.id, due_date=due_date, lines=lines,
+        issued_at=now, issued_by_id=issuer.id, due_date=due_date, lines=lines,
     )
     session.add(notice)
     session.flush()
@@ -180,14 +183,18 @@ def issue_notice(
     return notice
 
 
-def _department_of_clerk(session: Session, clerk: User, department_code: str) -> Department:
+def _issuing_clerk(session: Session, clerk: User, department_code: str) -> User:
+    """The clerk as a row of this session, with the department (one SELECT, joined): the notice
+    refers to both, so nothing is loaded later, while the serial and audit rows are locked."""
     if clerk.role != Role.WINDOW or clerk.department is None:
         raise Forbidden(_("只有受理窗口可以开具缴款通知书。"))
     if clerk.department.code != department_code:
         raise Forbidden(_("只能为本部门（%(dept)s）开具缴款通知书。", dept=clerk.department.name))
-    department = session.get(Department, clerk.department_id)
-    assert department is not None
-    return department
+    issuer = session.get(User, clerk.id)
+    if (issuer is None or not issuer.active or issuer.role != Role.WINDOW or issuer.department is None
+            or issuer.department.code != department_code):  # changed since the token was looked up
+        raise Forbidden(_("只有受理窗口可以开具缴款通知书。"))
+    return issuer
 
 
 def check_can_view(user: User, notice: Notice) -> None:
@@ -195,13 +202,18 @@ def check_can_view(user: User, notice: Notice) -> None:
         raise Forbidden(_("该缴款通知书属于其他部门。"))
 
 
-def find_notice(session: Session, number_text: str, *, for_update: bool = False) -> Notice:
-    """Raises InvalidNoticeNumber for a mistyped number and NoticeNotFound for an unknown one."""
+def find_notice(session: Session, number_text: str, *, for_update: bool = False, lean: bool = False) -> Notice:
+    """Raises InvalidNoticeNumber for a mistyped number and NoticeNotFound for an unknown one.
+
+    `lean`: load neither the lines nor the issuing clerk up front (they load on first access); for
+    the payment path, which holds the notice's row lock and needs neither."""
     number = normalise_notice_number(number_text)
     query = select(Notice).where(Notice.number == number)
     if for_update:
         # FOR UPDATE on PostgreSQL; on SQLite the transaction already began IMMEDIATE.
         query = query.with_for_update(of=Notice)
+    if lean:
+        query = query.options(lazyload(Notice.lines), lazyload(Notice.issued_by))
     notice = session.scalar(query)
     if notice is None:
         raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))

@@ -45,9 +45,11 @@ def record_payment(data: dict[str, Any], number: str) -> dict[str, Any]:
     with unit_of_work() as session:
         confirmation = service.confirm_cashier_payment(
             session, receipt_settings(current_app.config), cashier, notice_number=number, **data)
-        receipt = confirmation.receipt
-        return {"payment": payment_view(confirmation.payment),
-                "receipt": receipt_view(receipt, verification_url(public_base_url(), receipt))}
+    # Built after the commit (the objects keep their values: expire_on_commit=False), so that the
+    # receipt counter and audit head rows are not held while the response is put together.
+    receipt = confirmation.receipt
+    return {"payment": payment_view(confirmation.payment, cashier_username=cashier.username),
+            "receipt": receipt_view(receipt, verification_url(public_base_url(), receipt))}
 
 
 @blp.route("/payments/<int(max=2147483647):payment_id>", methods=["GET"])

@@ -53,12 +53,20 @@ class PaymentOut(Schema):
     refund_reference = fields.String(allow_none=True)
 
 
-def payment_view(payment: Payment) -> dict[str, Any]:
+def payment_view(payment: Payment, cashier_username: str | None = None) -> dict[str, Any]:
+    """`cashier_username`: the cashier who recorded it, when the caller knows it already (the API
+    view holds the token's user), so that the cashier relationship is not loaded."""
+    if payment.cashier_id is None:
+        cashier = None
+    elif cashier_username is not None:
+        cashier = cashier_username
+    else:
+        cashier = payment.cashier.username if payment.cashier else None
     return {
         "id": payment.id, "notice_number": payment.notice_number_given, "channel": payment.channel,
         "method": payment.method, "amount": payment.amount, "currency": payment.currency,
         "status": payment.status, "flag_reason": payment.flag_reason, "reference": payment.reference,
-        "cashier": payment.cashier.username if payment.cashier else None, "bank_code": payment.bank_code,
+        "cashier": cashier, "bank_code": payment.bank_code,
         "bank_reference": payment.bank_reference, "paid_at": payment.paid_at, "recorded_at": payment.recorded_at,
         "refund_due_reason": payment.refund_due_reason, "refunded_at": payment.refunded_at,
         "refund_method": payment.refund_method, "refund_reference": payment.refund_reference,

@@ -8,13 +8,15 @@ from datetime import datetime
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
+from core.db import insert_now
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
@@ -88,18 +90,23 @@ def check_payable(notice: Notice, at: datetime, timezone: str) -> None:
 
 
 def current_shift(session: Session, cashier: User, *, open_if_none: bool = True) -> CashierShift | None:
-    shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
-                                                      CashierShift.closed_at.is_(None)))
-    if shift is None and open_if_none:
+    shift_id = open_shift_id(session, cashier, open_if_none=open_if_none)
+    return None if shift_id is None else session.get(CashierShift, shift_id)
+
+
+def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True) -> int | None:
+    """The id of the cashier's open shift, opening one if there is none (and `open_if_none`)."""
+    query = select(CashierShift.id).where(CashierShift.cashier_id == cashier.id, CashierShift.closed_at.is_(None))
+    shift_id = session.scalar(query)
+    if shift_id is None and open_if_none:
         # Concurrent first payments of one cashier all try to open the shift: the partial unique
         # index lets one insert win, the others insert nothing and read the winner's row.
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         session.execute(insert(CashierShift).values(cashier_id=cashier.id, opened_at=utcnow())
                         .on_conflict_do_nothing(index_elements=["cashier_id"],
                                                 index_where=CashierShift.closed_at.is_(None)))
-        shift = session.scalar(select(CashierShift).where(CashierShift.cashier_id == cashier.id,
-                                                          CashierShift.closed_at.is_(None)))
-    return shift
+        shift_id = session.scalar(query)
+    return shift_id
 
 
 def confirm_payment(
@@ -118,8 +125,21 @@ def confirm_payment(
     payer_name: str | None = None,
     reference: str | None = None,
 ) -> Confirmation:
-    """Lock the notice, check it, and write payment + receipt + audit in the caller's transaction."""
-    notice = find_notice(session, notice_number, for_update=True)
+    """Lock the notice, check it, and write payment + receipt + audit + outbox event in the caller's
+    transaction.
+
+    Every refusal (not found, already paid, cancelled, expired, amount) is raised before anything is
+    written. The partial unique index (one confirmed payment per notice) and the unique bank
+    reference back the notice lock up: if one of them fires anyway, NoticeAlreadyPaid is raised and
+    the transaction can only be rolled back — a caller that must carry on after a refusal (the bank
+    callback records a flagged payment) runs this in a savepoint of its own.
+
+    The serialisation points — the receipt counter row and the audit chain head row, both locked
+    until commit — are taken last: after them come only the INSERTs of receipt, audit entry and
+    outbox event and the head's hash, as Core statements (core.db.insert_now: no unit-of-work flush
+    at commit), the same shape as bench/pgbench_confirm.sql. Callers build their responses after the
+    commit (the objects keep their values)."""
+    notice = find_notice(session, notice_number, for_update=True, lean=True)
     now = utcnow()
     paid_at = paid_at or now
     check_payable(notice, paid_at, settings.timezone)
@@ -127,35 +147,34 @@ def confirm_payment(
         raise AmountMismatch(_("应缴 %(expected)s 元，实收 %(got)s 元：必须按通知书金额全额收取。",
                                expected=f"{notice.total / 100:.2f}", got=f"{amount / 100:.2f}"),
                              expected_amount=notice.total, actual_amount=amount)
-    shift = current_shift(session, cashier) if channel == Channel.CASHIER and cashier is not None else None
+    shift_id = open_shift_id(session, cashier) if channel == Channel.CASHIER and cashier is not None else None
     payment = Payment(
         notice_id=notice.id, notice_number_given=notice.number, channel=channel, method=method, amount=amount,
         currency="CNY", status=PaymentStatus.CONFIRMED, reference=reference,
-        cashier_id=cashier.id if cashier else None, shift_id=shift.id if shift else None,
+        cashier_id=cashier.id if cashier else None, shift_id=shift_id,
         bank_code=bank_code, bank_reference=bank_reference, payer_name=payer_name,
-        paid_at=paid_at, recorded_at=now,
+        paid_at=paid_at, recorded_at=now, flag_reason=None, refund_due_at=None, refund_due_reason=None,
+        refunded_at=None, refunded_by_id=None, refund_method=None, refund_reference=None, notice=notice,
     )
-    session.add(payment)
+    status_before = notice.status
     try:
-        with session.begin_nested():
-            session.flush()
+        insert_now(session, payment)
     except IntegrityError as error:  # the partial unique index: someone else was faster
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number)) from error
-    status_before = notice.status
-    notice.status = NoticeStatus.PAID
+    session.connection().execute(update(Notice).where(Notice.id == notice.id).values(status=NoticeStatus.PAID))
+    set_committed_value(notice, "status", NoticeStatus.PAID)
     # The receipt counter and the audit head are serialisation points: take them last, so that
     # their row locks are held for as short a time as possible.
     receipt = issue_receipt(session, settings, notice, payment_id=payment.id, amount=amount,
                             issued_by=cashier.display_name if cashier else (bank_code or actor.name),
                             issued_at=now)
-    session.flush()
     append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment.id,
                  before={"notice_status": status_before},
                  after={"notice": notice.number, "amount": amount, "channel": channel, "method": method,
                         "receipt": receipt.number, "bank_reference": bank_reference})
-    emit(session, "notice.paid", {"notice_number": notice.number, "department": notice.department.code,
-                                  "amount": amount, "currency": "CNY", "channel": channel,
-                                  "receipt_number": receipt.number, "paid_at": paid_at.isoformat()})
+    insert_now(session, emit(session, "notice.paid", {
+        "notice_number": notice.number, "department": notice.department.code, "amount": amount, "currency": "CNY",
+        "channel": channel, "receipt_number": receipt.number, "paid_at": paid_at.isoformat()}))
     return Confirmation(payment=payment, receipt=receipt, notice=notice)
 
 

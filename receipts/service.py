@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
+from core.db import insert_now
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
@@ -71,25 +72,36 @@ def verification_code(key: str, number: str) -> str:
 
 def next_receipt_sequence(session: Session, year: int) -> int:
     """Take the next number inside the caller's transaction; the counter row stays locked until
-    commit, so a rollback returns the number and concurrent payments queue here."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(ReceiptCounter).values(year=year, last_number=0).on_conflict_do_nothing())
-    return int(session.execute(
-        update(ReceiptCounter).where(ReceiptCounter.year == year)
-        .values(last_number=ReceiptCounter.last_number + 1).returning(ReceiptCounter.last_number)
-    ).scalar_one())
+    commit, so a rollback returns the number and concurrent payments queue here.
+
+    A Core statement on the session's connection (not the ORM's bulk-update path, which would
+    evaluate the statement against the session's objects); the year's row is inserted only when the
+    UPDATE found none, i.e. once a year."""
+    connection = session.connection()
+    bump = (update(ReceiptCounter).where(ReceiptCounter.year == year)
+            .values(last_number=ReceiptCounter.last_number + 1).returning(ReceiptCounter.last_number))
+    number = connection.execute(bump).scalar_one_or_none()
+    if number is None:
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        # Concurrent first receipts of the year: one inserts, the others wait for it and insert nothing.
+        connection.execute(insert(ReceiptCounter).values(year=year, last_number=0).on_conflict_do_nothing())
+        number = connection.execute(bump).scalar_one()
+    return int(number)
 
 
 def issue_receipt(session: Session, settings: ReceiptSettings, notice: Notice, *, payment_id: int, amount: int,
                   issued_by: str, issued_at: datetime | None = None) -> Receipt:
+    """Take the number and write the receipt at once (in the caller's transaction)."""
     issued_at = issued_at or utcnow()
     year = issued_at.astimezone(zone(settings.timezone)).year
     sequence = next_receipt_sequence(session, year)
     number = f"{year}-{sequence:08d}"
-    receipt = Receipt(number=number, year=year, sequence=sequence, notice_id=notice.id, payment_id=payment_id,
-                      amount=amount, verification_code=verification_code(settings.receipt_key, number),
-                      issued_at=issued_at, issued_by=issued_by, status=ReceiptStatus.VALID)
-    session.add(receipt)
+    receipt = Receipt(number=number, year=year, sequence=sequence, notice_id=notice.id, notice=notice,
+                      payment_id=payment_id, amount=amount,
+                      verification_code=verification_code(settings.receipt_key, number),
+                      issued_at=issued_at, issued_by=issued_by, status=ReceiptStatus.VALID,
+                      voided_at=None, voided_by_id=None, void_reason=None)
+    insert_now(session, receipt)
     return receipt
 
 

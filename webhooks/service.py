@@ -18,7 +18,8 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
@@ -183,6 +184,15 @@ class CallbackAnswer:
     body: dict[str, Any]
 
 
+@dataclass
+class _Outcome:
+    """What a callback did, written to its bank_events row when it is done."""
+
+    result: str = "pending"
+    reason: str | None = None
+    payment_id: int | None = None
+
+
 def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str, headers: dict[str, str],
                     raw_body: bytes) -> CallbackAnswer:
     """The whole callback, in the caller's transaction. Raises BankUnauthorized (401),
@@ -194,32 +204,49 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     if len(webhook_id) > MAX_WEBHOOK_ID or not webhook_id.isprintable():
         raise MalformedCallback(_("webhook-id 须为不超过 %(n)d 个可打印字符。", n=MAX_WEBHOOK_ID))
     body_hash = hashlib.sha256(raw_body).hexdigest()
-    known = _known_event(session, bank_code, webhook_id)
-    if known is not None:
-        return _repeat(session, known, body_hash, bank_code, webhook_id)
-    document = _parse_json(raw_body, _("回调请求体不是有效的 JSON。"))
     try:
-        data = CallbackIn().load(document)
-    except ValidationError as error:
-        raise MalformedCallback(_("回调内容不符合约定格式。"), errors=flatten_messages(error.messages)) from error
+        document = _parse_json(raw_body, _("回调请求体不是有效的 JSON。"))
+        try:
+            data = CallbackIn().load(document)
+        except ValidationError as error:
+            raise MalformedCallback(_("回调内容不符合约定格式。"),
+                                    errors=flatten_messages(error.messages)) from error
+    except MalformedCallback:
+        # A known webhook-id is judged as a repeat whatever its body (another body: 409).
+        known = _known_event(session, bank_code, webhook_id)
+        if known is not None:
+            return _repeat(session, known, body_hash, bank_code, webhook_id)
+        raise
 
-    event = BankEvent(bank_code=bank_code, webhook_id=webhook_id, body=raw_body.decode(), body_sha256=body_hash,
-                      headers=json.dumps(stored_headers(headers), ensure_ascii=False), received_at=now,
-                      result="pending", response_status=200, response_body="{}")
-    try:
-        # Claim the identity first: a concurrent delivery of the same event waits here, then
-        # finds it recorded and answers duplicate.
-        with session.begin_nested():
-            session.add(event)
-    except IntegrityError:
+    # Claim the identity first, in one statement: a concurrent delivery of the same event waits
+    # on the unique index until this transaction ends, then inserts nothing and answers duplicate.
+    event_id = _claim_event(session, {
+        "bank_code": bank_code, "webhook_id": webhook_id, "body": raw_body.decode(), "body_sha256": body_hash,
+        "headers": json.dumps(stored_headers(headers), ensure_ascii=False), "received_at": now,
+        "result": "pending", "response_status": 200, "response_body": "{}"})
+    if event_id is None:
         known = _known_event(session, bank_code, webhook_id)
         assert known is not None
         return _repeat(session, known, body_hash, bank_code, webhook_id)
 
-    answer = _apply(session, settings, bank_code, data, event)
-    event.response_status = answer.status
-    event.response_body = json.dumps(answer.body, ensure_ascii=False)
+    outcome = _Outcome()
+    answer = _apply(session, settings, bank_code, data, outcome)
+    session.connection().execute(
+        update(BankEvent).where(BankEvent.id == event_id)
+        .values(result=outcome.result, reason=outcome.reason, payment_id=outcome.payment_id,
+                response_status=answer.status, response_body=json.dumps(answer.body, ensure_ascii=False)))
     return answer
+
+
+def _claim_event(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT … ON CONFLICT (bank_code, webhook_id) DO NOTHING RETURNING id: the new row's id, or
+    None when the event is known (no savepoint needed: a conflict is not an error)."""
+    connection = session.connection()
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    row = connection.execute(insert(BankEvent).values(**values)
+                             .on_conflict_do_nothing(index_elements=["bank_code", "webhook_id"])
+                             .returning(BankEvent.id)).first()
+    return None if row is None else int(row[0])
 
 
 def _parse_json(raw_body: bytes, message: str) -> Any:
@@ -244,7 +271,7 @@ def _repeat(session: Session, known: BankEvent, body_hash: str, bank_code: str, 
 
 
 def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: dict[str, Any],
-           event: BankEvent) -> CallbackAnswer:
+           event: _Outcome) -> CallbackAnswer:
     payment_data = data["data"]
     reference = payment_data["bank_reference"]
     existing = _payment_by_reference(session, bank_code, reference)
@@ -252,6 +279,8 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
         return _same_money(event, existing)
     actor = Actor("bank", bank_code)
     try:
+        # confirm_payment raises every refusal before it writes; the savepoint is for the unique
+        # indexes (reported as already paid), after which this transaction must carry on.
         with session.begin_nested():
             confirmation = confirm_payment(
                 session, settings, actor, notice_number=payment_data["notice_number"],
@@ -280,14 +309,15 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
     return CallbackAnswer(200, {"result": "confirmed", "receipt_number": confirmation.receipt.number})
 
 
-def _payment_by_reference(session: Session, bank_code: str, reference: str) -> Payment | None:
-    return session.scalar(select(Payment).where(Payment.bank_code == bank_code,
-                                                Payment.bank_reference == reference))
+def _payment_by_reference(session: Session, bank_code: str, reference: str) -> int | None:
+    """The id of the payment already recorded under this bank reference, if any."""
+    return session.scalar(select(Payment.id).where(Payment.bank_code == bank_code,
+                                                   Payment.bank_reference == reference))
 
 
-def _same_money(event: BankEvent, existing: Payment) -> CallbackAnswer:
+def _same_money(event: _Outcome, existing: int) -> CallbackAnswer:
     """The same money under a new webhook-id (the bank re-sent it): it was applied once."""
-    event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing.id
+    event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing
     return CallbackAnswer(200, {"result": "duplicate"})
 
 

@@ -1,0 +1,34 @@
+"""A bank callback's shape: the event's identity claimed in one statement, the receipt counter and the
+audit chain head taken last, nothing but the final writes after them (bench/RESULTS-payments.md)."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from core.audit import verify_audit_chain
+from core.db import Database
+from tests.api.test_confirm_path import AFTER_COUNTER, after_counter, new_notice, statements
+from tests.conftest import AUDIT_KEY, Staff
+from tests.webhooks.conftest import Bank
+
+
+def test_a_bank_callback_takes_the_counter_and_the_audit_head_last(bank: Bank, client: FlaskClient, staff: Staff,
+                                                                  db: Database) -> None:
+    first, second = new_notice(client, staff), new_notice(client, staff)
+    assert bank.pay(first, 8000, webhook_id="evt-1").json["result"] == "confirmed"
+    with statements(db) as seen:
+        response = bank.pay(second, 8000, webhook_id="evt-2")
+    assert response.status_code == 200 and response.json["result"] == "confirmed", response.json
+    tail = after_counter(seen)
+    assert all(AFTER_COUNTER.match(s) for s in tail), tail
+    assert sum(s.startswith("UPDATE bank_events") for s in tail) == 1
+    # the event's identity is claimed in one statement, without a savepoint of its own
+    claims = [s for s in seen if s.startswith("INSERT INTO bank_events")]
+    assert len(claims) == 1 and "ON CONFLICT" in claims[0]
+    assert sum(s.startswith("SAVEPOINT") for s in seen) <= 1
+    with db.reading() as session:
+        row = session.execute(text("SELECT result, payment_id, response_status, response_body FROM bank_events "
+                                   "WHERE webhook_id = 'evt-2'")).one()
+        assert row[0] == "confirmed" and row[1] is not None and row[2] == 200 and "receipt_number" in row[3]
+        assert verify_audit_chain(session, AUDIT_KEY).ok
