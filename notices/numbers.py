@@ -32,7 +32,9 @@ def normalise_notice_number(text: str) -> str:
     compact = "".join(text.split())
     if len(compact) != 20 or not compact.isdigit() or not compact.isascii():
         raise InvalidNoticeNumber(_("缴款通知书编号应为 20 位数字，请核对后重新输入。"))
-    if not mod_97_10.is_valid(compact):
+    # ISO 7064 MOD 97-10 for an all-digit number is exactly int(n) % 97 == 1 (API.md); python-stdnum
+    # converts character by character, five times slower, and statements check every line.
+    if int(compact) % 97 != 1:
         raise InvalidNoticeNumber(_("编号 %(n)s 的校验位不符，可能输错了，请核对后重新输入。",
                                     n=group_digits(compact)))
     return compact
