@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Integer, String, Text, select, update
+from sqlalchemy import CheckConstraint, Integer, String, Text, bindparam, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
-from core.db import insert_now
+from core.db import insert_now, table_of
 from core.models import Base, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -95,6 +95,13 @@ def _mac(key: str, entry: AuditEntry) -> str:
     return hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
 
 
+_HEAD = table_of(AuditChainHead).c
+# Built once, so that their cache keys are computed once.
+_BUMP_HEAD = (update(table_of(AuditChainHead)).where(_HEAD.id == 1).values(last_seq=_HEAD.last_seq + 1)
+              .returning(_HEAD.last_seq, _HEAD.last_hash))
+_SET_HEAD_HASH = update(table_of(AuditChainHead)).where(_HEAD.id == 1).values(last_hash=bindparam("new_hash"))
+
+
 def append_audit(
     session: Session,
     key: str,
@@ -111,12 +118,7 @@ def append_audit(
     Core statements on the session's connection, in the order head, entry, head: no ORM flush
     and no bulk-update evaluation; the entry is attached to the session as if loaded."""
     connection = session.connection()
-    row = connection.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.id == 1)
-        .values(last_seq=AuditChainHead.last_seq + 1)
-        .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
-    ).one_or_none()
+    row = connection.execute(_BUMP_HEAD).one_or_none()
     if row is None:
         raise RuntimeError("audit chain head missing: run `flask --app wsgi init-db`")
     seq, prev_hash = row
@@ -135,7 +137,7 @@ def append_audit(
     )
     entry.hash = _mac(key, entry)
     insert_now(session, entry)
-    connection.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_hash=entry.hash))
+    connection.execute(_SET_HEAD_HASH, {"new_hash": entry.hash})
     return entry
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
+from core.db import table_of
 from core.errors import DomainError
 from core.models import Base, UTCDateTime
 
@@ -73,15 +74,22 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+_CLAIMS: dict[str, Any] = {}  # dialect → the claim statement, built once
+
+
 def _insert_claim(session: Session, client: str, key: str, print_: str, now: datetime) -> bool:
     """INSERT … ON CONFLICT (client, key) DO NOTHING RETURNING id: True when this request claimed the key.
     A concurrent first claim not yet committed makes it wait, as the unique index always did."""
     connection = session.connection()
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    row = connection.execute(
-        insert(IdempotencyRecord).values(client=client, key=key, fingerprint=print_, created_at=now)
-        .on_conflict_do_nothing(index_elements=["client", "key"]).returning(IdempotencyRecord.id)
-    ).first()
+    dialect = connection.dialect.name
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = table_of(IdempotencyRecord)
+        statement = _CLAIMS.setdefault(dialect, insert(table).on_conflict_do_nothing(
+            index_elements=["client", "key"]).returning(table.c.id))
+    row = connection.execute(statement, {"client": client, "key": key, "fingerprint": print_,
+                                         "created_at": now}).first()
     return row is not None
 
 

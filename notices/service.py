@@ -9,12 +9,13 @@ from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, lazyload
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
+from core.db import table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.money import format_yuan
@@ -77,22 +78,25 @@ class LineRequest:
     override_reason: str | None = None
 
 
+_SERIALS = table_of(NoticeSerial).c
+_BUMP_SERIAL = (update(table_of(NoticeSerial))
+                .where(_SERIALS.region_code == bindparam("serial_region"), _SERIALS.year == bindparam("serial_year"))
+                .values(last_serial=_SERIALS.last_serial + 1).returning(_SERIALS.last_serial))
+
+
 def allocate_serial(session: Session, region_code: str, year: int) -> int:
     """Next serial for the region and year; the counter row stays locked until commit.
 
     Core statements on the session's connection; the year's row is inserted only when the UPDATE
     found none (once a year per region)."""
     connection = session.connection()
-    bump = (update(NoticeSerial)
-            .where(NoticeSerial.region_code == region_code, NoticeSerial.year == year)
-            .values(last_serial=NoticeSerial.last_serial + 1)
-            .returning(NoticeSerial.last_serial))
-    serial = connection.execute(bump).scalar_one_or_none()
+    key = {"serial_region": region_code, "serial_year": year}
+    serial = connection.execute(_BUMP_SERIAL, key).scalar_one_or_none()
     if serial is None:
         insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
         connection.execute(insert(NoticeSerial).values(region_code=region_code, year=year, last_serial=0)
                            .on_conflict_do_nothing())
-        serial = connection.execute(bump).scalar_one()
+        serial = connection.execute(_BUMP_SERIAL, key).scalar_one()
     return int(serial)
 
 
@@ -202,19 +206,27 @@ def check_can_view(user: User, notice: Notice) -> None:
         raise Forbidden(_("该缴款通知书属于其他部门。"))
 
 
+def _notice_by_number(for_update: bool, lean: bool) -> Select[Notice]:
+    query = select(Notice).where(Notice.number == bindparam("notice_number"))
+    if for_update:
+        # FOR UPDATE on PostgreSQL; on SQLite the transaction already began IMMEDIATE.
+        query = query.with_for_update(of=Notice)
+    if lean:
+        query = query.options(lazyload(Notice.lines), lazyload(Notice.issued_by))
+    return query
+
+
+# Built once: the statement's cache key is then computed once, not on every request.
+_NOTICE_BY_NUMBER = {(u, lean): _notice_by_number(u, lean) for u in (False, True) for lean in (False, True)}
+
+
 def find_notice(session: Session, number_text: str, *, for_update: bool = False, lean: bool = False) -> Notice:
     """Raises InvalidNoticeNumber for a mistyped number and NoticeNotFound for an unknown one.
 
     `lean`: load neither the lines nor the issuing clerk up front (they load on first access); for
     the payment path, which holds the notice's row lock and needs neither."""
     number = normalise_notice_number(number_text)
-    query = select(Notice).where(Notice.number == number)
-    if for_update:
-        # FOR UPDATE on PostgreSQL; on SQLite the transaction already began IMMEDIATE.
-        query = query.with_for_update(of=Notice)
-    if lean:
-        query = query.options(lazyload(Notice.lines), lazyload(Notice.issued_by))
-    notice = session.scalar(query)
+    notice = session.scalar(_NOTICE_BY_NUMBER[(for_update, lean)], {"notice_number": number})
     if notice is None:
         raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
     return notice

@@ -8,15 +8,14 @@ from datetime import datetime
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import insert_now
+from core.db import insert_now, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
@@ -94,10 +93,17 @@ def current_shift(session: Session, cashier: User, *, open_if_none: bool = True)
     return None if shift_id is None else session.get(CashierShift, shift_id)
 
 
+_SHIFTS = table_of(CashierShift).c
+# Built once (their cache keys are computed once); Core, so no ORM execution around them.
+_OPEN_SHIFT_ID = select(_SHIFTS.id).where(_SHIFTS.cashier_id == bindparam("shift_cashier"), _SHIFTS.closed_at.is_(None))
+_NOTICES = table_of(Notice).c
+_MARK_PAID = update(table_of(Notice)).where(_NOTICES.id == bindparam("paid_notice")).values(status=NoticeStatus.PAID)
+
+
 def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True) -> int | None:
     """The id of the cashier's open shift, opening one if there is none (and `open_if_none`)."""
-    query = select(CashierShift.id).where(CashierShift.cashier_id == cashier.id, CashierShift.closed_at.is_(None))
-    shift_id = session.scalar(query)
+    connection = session.connection()
+    shift_id = connection.execute(_OPEN_SHIFT_ID, {"shift_cashier": cashier.id}).scalar()
     if shift_id is None and open_if_none:
         # Concurrent first payments of one cashier all try to open the shift: the partial unique
         # index lets one insert win, the others insert nothing and read the winner's row.
@@ -105,7 +111,7 @@ def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True)
         session.execute(insert(CashierShift).values(cashier_id=cashier.id, opened_at=utcnow())
                         .on_conflict_do_nothing(index_elements=["cashier_id"],
                                                 index_where=CashierShift.closed_at.is_(None)))
-        shift_id = session.scalar(query)
+        shift_id = connection.execute(_OPEN_SHIFT_ID, {"shift_cashier": cashier.id}).scalar()
     return shift_id
 
 
@@ -129,10 +135,11 @@ def confirm_payment(
     transaction.
 
     Every refusal (not found, already paid, cancelled, expired, amount) is raised before anything is
-    written. The partial unique index (one confirmed payment per notice) and the unique bank
-    reference back the notice lock up: if one of them fires anyway, NoticeAlreadyPaid is raised and
-    the transaction can only be rolled back — a caller that must carry on after a refusal (the bank
-    callback records a flagged payment) runs this in a savepoint of its own.
+    written, so the caller's transaction stays usable (the bank callback goes on to record a flagged
+    payment). The partial unique index (one confirmed payment per notice) and the unique bank
+    reference back the notice lock up: the payment is inserted ON CONFLICT DO NOTHING, and a
+    conflict is the NoticeAlreadyPaid refusal, again with nothing written (the notice stays locked
+    until the caller's transaction ends).
 
     The serialisation points — the receipt counter row and the audit chain head row, both locked
     until commit — are taken last: after them come only the INSERTs of receipt, audit entry and
@@ -157,11 +164,12 @@ def confirm_payment(
         refunded_at=None, refunded_by_id=None, refund_method=None, refund_reference=None, notice=notice,
     )
     status_before = notice.status
-    try:
-        insert_now(session, payment)
-    except IntegrityError as error:  # the partial unique index: someone else was faster
-        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number)) from error
-    session.connection().execute(update(Notice).where(Notice.id == notice.id).values(status=NoticeStatus.PAID))
+    # ON CONFLICT DO NOTHING: the partial unique index (one confirmed payment per notice) or the
+    # bank reference's says someone else was faster; nothing is written and no error aborts the
+    # transaction, so a caller may carry on after the refusal without a savepoint.
+    if not insert_now(session, payment, on_conflict_do_nothing=True):
+        raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number))
+    session.connection().execute(_MARK_PAID, {"paid_notice": notice.id})
     set_committed_value(notice, "status", NoticeStatus.PAID)
     # The receipt counter and the audit head are serialisation points: take them last, so that
     # their row locks are held for as short a time as possible.

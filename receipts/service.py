@@ -12,13 +12,13 @@ from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import insert_now
+from core.db import insert_now, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
@@ -70,6 +70,12 @@ def verification_code(key: str, number: str) -> str:
     return base64.b32encode(digest).decode()[:VERIFICATION_CODE_LENGTH]
 
 
+_COUNTERS = table_of(ReceiptCounter).c
+# Built once, so that its cache key is computed once.
+_BUMP_COUNTER = (update(table_of(ReceiptCounter)).where(_COUNTERS.year == bindparam("counter_year"))
+                 .values(last_number=_COUNTERS.last_number + 1).returning(_COUNTERS.last_number))
+
+
 def next_receipt_sequence(session: Session, year: int) -> int:
     """Take the next number inside the caller's transaction; the counter row stays locked until
     commit, so a rollback returns the number and concurrent payments queue here.
@@ -78,14 +84,12 @@ def next_receipt_sequence(session: Session, year: int) -> int:
     evaluate the statement against the session's objects); the year's row is inserted only when the
     UPDATE found none, i.e. once a year."""
     connection = session.connection()
-    bump = (update(ReceiptCounter).where(ReceiptCounter.year == year)
-            .values(last_number=ReceiptCounter.last_number + 1).returning(ReceiptCounter.last_number))
-    number = connection.execute(bump).scalar_one_or_none()
+    number = connection.execute(_BUMP_COUNTER, {"counter_year": year}).scalar_one_or_none()
     if number is None:
         insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
         # Concurrent first receipts of the year: one inserts, the others wait for it and insert nothing.
         connection.execute(insert(ReceiptCounter).values(year=year, last_number=0).on_conflict_do_nothing())
-        number = connection.execute(bump).scalar_one()
+        number = connection.execute(_BUMP_COUNTER, {"counter_year": year}).scalar_one()
     return int(number)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow
+from core.db import table_of
 from core.errors import DomainError, NotFound, ValidationFailed, flatten_messages
 from notices.numbers import InvalidNoticeNumber, normalise_notice_number
 from notices.service import (
@@ -143,15 +144,25 @@ def disable_bank(session: Session, audit_key: str, actor: Actor, code: str) -> N
                      before={"active": True}, after={"active": False})
 
 
+_SECRETS, _BANKS = table_of(BankSecret).c, table_of(BankClient).c
+# Built once (cache keys computed once); Core, so no ORM execution around them.
+_LIVE_SECRETS = (select(_SECRETS.secret).join_from(table_of(BankSecret), table_of(BankClient))
+                 .where(_BANKS.code == bindparam("secret_bank"), _BANKS.active.is_(True))
+                 .where(_SECRETS.expires_at.is_(None) | (_SECRETS.expires_at > bindparam("secret_now"))))
+_EVENTS = table_of(BankEvent).c
+_PAYMENT_BY_REFERENCE = select(table_of(Payment).c.id).where(
+    table_of(Payment).c.bank_code == bindparam("ref_bank"), table_of(Payment).c.bank_reference == bindparam("ref"))
+_SETTLE_EVENT = update(table_of(BankEvent)).where(_EVENTS.id == bindparam("event_id")).values(
+    result=bindparam("outcome"), reason=bindparam("outcome_reason"), payment_id=bindparam("outcome_payment"),
+    response_status=bindparam("answer_status"), response_body=bindparam("answer_body"))
+_CLAIM_EVENT: dict[str, Any] = {}
+
+
 def live_secrets(session: Session, code: str, now: datetime) -> list[str]:
     """The secrets that verify callbacks of an active bank right now (none: unknown or disabled)."""
     if not BANK_CODE.fullmatch(code):  # never registered (and a NUL in it would be a 500 on PostgreSQL)
         return []
-    return list(session.scalars(
-        select(BankSecret.secret).join(BankClient)
-        .where(BankClient.code == code, BankClient.active.is_(True))
-        .where((BankSecret.expires_at.is_(None)) | (BankSecret.expires_at > now))
-    ))
+    return list(session.connection().execute(_LIVE_SECRETS, {"secret_bank": code, "secret_now": now}).scalars())
 
 
 def verify_signature(secrets_: list[str], raw_body: bytes, headers: dict[str, str]) -> None:
@@ -231,10 +242,10 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
 
     outcome = _Outcome()
     answer = _apply(session, settings, bank_code, data, outcome)
-    session.connection().execute(
-        update(BankEvent).where(BankEvent.id == event_id)
-        .values(result=outcome.result, reason=outcome.reason, payment_id=outcome.payment_id,
-                response_status=answer.status, response_body=json.dumps(answer.body, ensure_ascii=False)))
+    session.connection().execute(_SETTLE_EVENT, {
+        "event_id": event_id, "outcome": outcome.result, "outcome_reason": outcome.reason,
+        "outcome_payment": outcome.payment_id, "answer_status": answer.status,
+        "answer_body": json.dumps(answer.body, ensure_ascii=False)})
     return answer
 
 
@@ -242,10 +253,13 @@ def _claim_event(session: Session, values: dict[str, Any]) -> int | None:
     """INSERT … ON CONFLICT (bank_code, webhook_id) DO NOTHING RETURNING id: the new row's id, or
     None when the event is known (no savepoint needed: a conflict is not an error)."""
     connection = session.connection()
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    row = connection.execute(insert(BankEvent).values(**values)
-                             .on_conflict_do_nothing(index_elements=["bank_code", "webhook_id"])
-                             .returning(BankEvent.id)).first()
+    dialect = connection.dialect.name
+    statement = _CLAIM_EVENT.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = _CLAIM_EVENT.setdefault(dialect, insert(table_of(BankEvent)).on_conflict_do_nothing(
+            index_elements=["bank_code", "webhook_id"]).returning(_EVENTS.id))
+    row = connection.execute(statement, values).first()
     return None if row is None else int(row[0])
 
 
@@ -274,23 +288,20 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
            event: _Outcome) -> CallbackAnswer:
     payment_data = data["data"]
     reference = payment_data["bank_reference"]
-    existing = _payment_by_reference(session, bank_code, reference)
-    if existing is not None:
-        return _same_money(event, existing)
     actor = Actor("bank", bank_code)
     try:
-        # confirm_payment raises every refusal before it writes; the savepoint is for the unique
-        # indexes (reported as already paid), after which this transaction must carry on.
-        with session.begin_nested():
-            confirmation = confirm_payment(
-                session, settings, actor, notice_number=payment_data["notice_number"],
-                amount=payment_data["amount"], channel=Channel.BANK, method=PaymentMethod.TRANSFER,
-                paid_at=payment_data["paid_at"], bank_code=bank_code, bank_reference=reference,
-                payer_name=payment_data.get("payer_name"), reference=payment_data.get("payer_account"))
+        # confirm_payment raises every refusal before it writes anything (a payment whose bank
+        # reference is already recorded conflicts on the unique index and is refused as already
+        # paid, unwritten), so this transaction carries on without a savepoint.
+        confirmation = confirm_payment(
+            session, settings, actor, notice_number=payment_data["notice_number"],
+            amount=payment_data["amount"], channel=Channel.BANK, method=PaymentMethod.TRANSFER,
+            paid_at=payment_data["paid_at"], bank_code=bank_code, bank_reference=reference,
+            payer_name=payment_data.get("payer_name"), reference=payment_data.get("payer_account"))
     except tuple(FLAG_REASONS) as error:
-        # A concurrent event with the same bank reference may have committed while this one
-        # waited (for the notice's lock, or on the reference's unique index, which
-        # confirm_payment reports as already paid): then it is that money, not new money.
+        # The same money under a new webhook-id (the bank re-sent it), or a concurrent event with
+        # the same bank reference that committed while this one waited (for the notice's lock, or
+        # on the reference's unique index): then it is that money, not new money.
         existing = _payment_by_reference(session, bank_code, reference)
         if existing is not None:
             return _same_money(event, existing)
@@ -311,8 +322,8 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
 
 def _payment_by_reference(session: Session, bank_code: str, reference: str) -> int | None:
     """The id of the payment already recorded under this bank reference, if any."""
-    return session.scalar(select(Payment.id).where(Payment.bank_code == bank_code,
-                                                   Payment.bank_reference == reference))
+    found = session.connection().execute(_PAYMENT_BY_REFERENCE, {"ref_bank": bank_code, "ref": reference}).scalar()
+    return None if found is None else int(found)
 
 
 def _same_money(event: _Outcome, existing: int) -> CallbackAnswer:
