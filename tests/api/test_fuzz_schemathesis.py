@@ -148,6 +148,11 @@ def steer_to(role: str, known: Known) -> Steer:
             return
         if case.path_parameters and "number" in case.path_parameters:
             case.path_parameters["number"] = data.draw(st.sampled_from(known.notices), label="notice")
+        if case.method.upper() == "POST" and case.path.endswith("/cancel"):
+            # The one notice of the caller's own department that can be cancelled, with a valid
+            # reason: the success path is reached however few examples run.
+            case.path_parameters["number"] = known.notices[0 if department == "BDC" else 2]
+            case.body = {"reason": "受理撤回"}
         if case.method.upper() == "POST" and case.path == "/api/v1/notices" and isinstance(case.body, dict):
             # The caller's department and fees, no reductions, no due date, a payer name that is
             # more than blanks: a notice that can be issued, whatever else was generated.

@@ -89,7 +89,7 @@ def _pdf_first_page(pdf: bytes, name: str) -> str:
 def test_finance_uploads_reconciles_resolves_and_downloads_the_report(page: Any, live_server: LiveServer) -> None:
     bank_code = _register_bank(live_server)
     sign_in(page, "finance-1")
-    page.get_by_role("link", name="对账工作台").click()
+    page.get_by_role("navigation").get_by_role("link", name="对账工作台").click()
     page.wait_for_url(re.compile(r"/finance$"))
     assert page.locator("main h1").inner_text() == "对账工作台"
     _shot(page, "01-desk-empty")
