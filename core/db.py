@@ -8,8 +8,9 @@ way through (SQLite has no SELECT ... FOR UPDATE).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
@@ -59,6 +60,79 @@ def table_of(model: type[Any]) -> Table:
 
 
 _INSERTS: dict[tuple[Table, str, bool], Insert] = {}
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How to turn a new object of one mapped class into the values of its INSERT (built once)."""
+
+    table: Table
+    # (attribute key, column key, Python default: a value, a callable taking no argument, or _NO_DEFAULT)
+    columns: tuple[tuple[str, str, Any], ...]
+    primary_key: tuple[str, ...]  # attribute keys of the primary key columns, in the table's order
+
+
+_PLANS: dict[Any, _RowPlan] = {}
+
+
+def _plan(mapper: Any) -> _RowPlan:
+    plan = _PLANS.get(mapper)
+    if plan is not None:
+        return plan
+    table = mapper.local_table
+    assert isinstance(table, Table) and len(mapper.tables) == 1, "single-table mappings only"
+    columns = []
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        default: Any = _NO_DEFAULT
+        if column.server_default is not None:
+            default = _NO_DEFAULT if column.primary_key else ValueError(
+                f"{table.name}.{column.key} has a server default: set it explicitly")
+        elif isinstance(column.default, ScalarElementColumnDefault):
+            default = column.default.arg
+        elif isinstance(column.default, CallableColumnDefault):
+            wrapped = column.default.arg  # SQLAlchemy wraps plain callables to take a context
+
+            def default(wrapped: Any = wrapped) -> Any:
+                return wrapped(None)
+        elif column.default is not None:
+            default = ValueError(f"{table.name}.{column.key} has a SQL default: set it explicitly")
+        elif not column.primary_key:
+            default = None
+        columns.append((prop.key, column.key, default))
+    primary_key = tuple(mapper.get_property_by_column(c).key for c in table.primary_key.columns)
+    plan = _PLANS.setdefault(mapper, _RowPlan(table, tuple(columns), primary_key))
+    return plan
+
+
+def row_values(obj: Any) -> dict[str, Any]:
+    """The INSERT values of a new object, by column key; unset columns get their Python-side
+    default (or NULL), which is also set on the object so that it is complete once attached."""
+    state = inspect(obj)
+    set_values = state.dict
+    values: dict[str, Any] = {}
+    for attribute, column, default in _plan(state.mapper).columns:
+        if attribute in set_values:
+            values[column] = set_values[attribute]
+            continue
+        if default is _NO_DEFAULT:
+            continue  # a generated primary key
+        if isinstance(default, ValueError):
+            raise default
+        value = default() if callable(default) else default
+        setattr(obj, attribute, value)
+        values[column] = value
+    return values
+
+
+def attach(session: Session, obj: Any, primary_key: Sequence[Any]) -> None:
+    """Attach a new object whose row was just written (with this primary key) to the session, as if
+    it had been loaded: persistent, nothing to flush, its attributes and relationships as set."""
+    for attribute, value in zip(_plan(inspect(obj).mapper).primary_key, primary_key, strict=True):
+        setattr(obj, attribute, value)
+    make_transient_to_detached(obj)
+    session.add(obj)
 
 
 def insert_now(session: Session, obj: Any, *, on_conflict_do_nothing: bool = False) -> bool:
@@ -78,30 +152,8 @@ def insert_now(session: Session, obj: Any, *, on_conflict_do_nothing: bool = Fal
         session.expunge(obj)
     elif not state.transient:
         raise ValueError(f"insert_now takes a new object, not {state!r}")
-    mapper = state.mapper
-    table = mapper.local_table
-    assert isinstance(table, Table) and len(mapper.tables) == 1, "single-table mappings only"
-    values: dict[str, Any] = {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if prop.key in state.dict:
-            values[column.key] = state.dict[prop.key]
-            continue
-        if column.primary_key:
-            continue  # generated; returned below
-        if column.server_default is not None:
-            raise ValueError(f"{table.name}.{column.key} has a server default: set it explicitly")
-        default = column.default
-        if default is None:
-            value = None
-        elif isinstance(default, ScalarElementColumnDefault):
-            value = default.arg
-        elif isinstance(default, CallableColumnDefault):
-            value = default.arg(None)  # type: ignore[arg-type]  # wrapped by SQLAlchemy to take a context
-        else:
-            raise ValueError(f"{table.name}.{column.key} has a SQL default: set it explicitly")
-        setattr(obj, prop.key, value)
-        values[column.key] = value
+    table = _plan(state.mapper).table
+    values = row_values(obj)
     connection = session.connection()
     dialect = connection.dialect.name
     statement = _INSERTS.get((table, dialect, on_conflict_do_nothing))
@@ -115,10 +167,7 @@ def insert_now(session: Session, obj: Any, *, on_conflict_do_nothing: bool = Fal
     row = connection.execute(statement, values).first()
     if row is None:
         return False
-    for column, value in zip(table.primary_key.columns, row, strict=True):
-        setattr(obj, mapper.get_property_by_column(column).key, value)
-    make_transient_to_detached(obj)
-    session.add(obj)
+    attach(session, obj, tuple(row))
     return True
 
 

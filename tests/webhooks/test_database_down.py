@@ -3,6 +3,7 @@ schedule), nothing partial written, and the same event retried afterwards is con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,13 +41,15 @@ def database_refuses_connections(db: Database) -> Iterator[None]:
 
 @contextmanager
 def statement_fails(db: Database, table: str) -> Iterator[list[str]]:
-    """The connection drops at the INSERT into `table`, after the earlier writes of the
-    transaction went through; yields the statements that did run before it."""
+    """The connection drops at the INSERT into `table` (also when it is the data-modifying CTE of a
+    statement, as the audit entry's on PostgreSQL), after the earlier writes of the transaction
+    went through; yields the statements that did run before it."""
     engine = db.engine
     ran: list[str] = []
+    insert = re.compile(rf"^\s*(WITH\s+\w+\s+AS\s*\(\s*)?INSERT INTO {table}\s", re.IGNORECASE)
 
     def fail(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()} "):
+        if insert.match(statement):
             raise engine.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
         ran.append(statement)
 
