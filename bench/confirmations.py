@@ -1,31 +1,42 @@
-"""Cashier confirmations per second over HTTP, beside raw pgbench of the same transaction.
+"""Cashier confirmations and signed bank callbacks per second over HTTP, beside raw pgbench of the
+same transaction, and notice issuing — one command, one run:
 
-    .venv/bin/python -m bench.confirmations [--workers 5] [--threads 1] [--clients 16,32]
-        [--confirmations 3000] [--paced 0.5] [--idempotency] [--profile] [--client http.client]
+    .venv/bin/python -m bench.confirmations [--workers 3] [--clients 16,32] [--confirmations 2000]
+        [--rounds 3] [--paced 0.5] [--no-idempotency] [--profile] [--client raw|http.client|requests]
 
-One run, on a fresh PostgreSQL database (dropped and re-created: ``feeservice_bench_payments``):
+On a fresh PostgreSQL database (dropped and re-created: ``feeservice_bench_payments``):
 
-1. seed the demo fee schedule, one window clerk and one cashier per client (each client is a
-   cashier window with its own token and shift, as at a service centre);
-2. start gunicorn (``wsgi:app``; sync workers by default, 2 × cores + 1 of them);
-3. issue every notice the run needs over HTTP (``POST /api/v1/notices``) with 16 clients:
-   that is the issuing benchmark;
-4. confirm at 16 and at 32 clients (``POST /api/v1/notices/{n}/payments``), each client paying
-   notices of its own, keep-alive connections, no think time (closed loop);
-5. confirm at 16 clients in an open loop paced at half the closed-loop rate (``--paced``): the
-   latency of a server that is not saturated, counted from each request's scheduled time;
-6. optionally the cashier page's way, with an ``Idempotency-Key`` on every request (``--idempotency``);
-7. optionally (``--profile``) two further 16-client runs under py-spy attached to every gunicorn
-   worker, one sampling wall time and one ``--gil`` (Python CPU); their throughput is not comparable
-   (the sampler costs CPU). py-spy is not a requirement: ``.venv/bin/pip install py-spy``;
-8. pgbench ``bench/pgbench_confirm.sql`` (the same transaction in raw SQL, including the receipt
-   counter and the audit chain head) at 16 and 32 clients on the same database.
+1. seed the demo fee schedule, one window clerk, one cashier per client (each client is a cashier
+   window with its own token and shift, as at a service centre) and one bank client (``BENCHBANK``);
+2. start gunicorn (``wsgi:app``): sync workers, cores + 1 of them by default (see RESULTS-payments.md
+   for the sweep: on two cores shared with PostgreSQL and the load generator, more workers only
+   queue more transactions on the serialisation rows and preempt the one holding them);
+3. issue every notice the run needs over HTTP (``POST /api/v1/notices``) with 16 clients: that is
+   the issuing benchmark (d);
+4. per round: cashier confirmations (``POST /api/v1/notices/{n}/payments``) at 16 and 32 clients (b),
+   signed bank callbacks (``POST /webhooks/bank/BENCHBANK``, Standard Webhooks, each confirming a
+   distinct notice with its own webhook-id and bank reference) at 16 and 32 clients (c), and
+   16-client confirmations with an ``Idempotency-Key`` on every request as the cashier page sends
+   (unless ``--no-idempotency``); each client pays notices of its own, no think time (closed loop);
+5. confirmations at 16 clients in an open loop paced at half the best closed-loop rate (``--paced``):
+   the latency of a server that is not saturated, counted from each request's scheduled time;
+6. optionally (``--profile``) 16-client runs of confirmations and of callbacks under py-spy attached
+   to every gunicorn worker, one sampling wall time and one ``--gil`` (Python CPU), the latter also
+   given in ms per request; py-spy is not a requirement: ``.venv/bin/pip install py-spy``;
+7. checks what the HTTP phases left: receipt numbers gap-free, one confirmed payment per notice,
+   as many receipts, paid notices and ``notice.paid`` outbox events as payments, the audit chain
+   verified (exit status 1 if not);
+8. pgbench ``bench/pgbench_confirm.sql`` (a): the same transaction in raw SQL, including the
+   serialisation points (notice row lock, receipt counter, audit chain head) at 16 and 32 clients
+   on the same database.
 
-Throughput is counted while every client is still busy (from the start to the moment the first
-client finishes its share), so the tail where fewer clients remain does not flatter or spoil it.
-Latency is per request at the client (p50/p99 over all requests of the phase). CPU time of the
-gunicorn workers, of this database's PostgreSQL backends and of this client process is read from
-/proc, to show where a confirmation's CPU goes on this machine.
+Every measured phase runs ``--rounds`` times and the best round is reported (other processes on a
+shared machine only ever slow a round down); every round is listed too. Throughput is counted while
+every client is still busy (from the start to the moment the first client finishes its share).
+Latency is per request at the client. The client is a minimal HTTP/1.1 client on plain sockets, one
+thread per client (``--client raw``; ~0.25 ms of CPU per request, a quarter of http.client's): the
+load generator shares the two cores with the server. CPU time of the gunicorn workers, of this
+database's PostgreSQL backends and of the client is read from /proc.
 """
 
 from __future__ import annotations
@@ -568,15 +579,15 @@ def _free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, url: str, workers: int, threads: int, log_path: Path) -> None:
+    def __init__(self, url: str, workers: int, threads: int, log_path: Path, worker_class: str = "sync") -> None:
         self.port = _free_port()
         self.log_path = log_path
         env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "FEESVC_AUDIT_KEY": AUDIT_KEY}
         command = [str(PROJECT_ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(workers),
                    "--bind", f"127.0.0.1:{self.port}", "--timeout", "120", "--backlog", "2048",
                    "--no-control-socket"]  # gunicorn 27's default one in ~/.gunicorn is shared by every gunicorn
-        if threads > 1:
-            command += ["--threads", str(threads)]
+        if threads > 1 or worker_class == "gthread":
+            command += ["--worker-class", "gthread", "--threads", str(threads)]
         with log_path.open("wb") as log:
             self.process = subprocess.Popen([*command, "wsgi:app"], cwd=PROJECT_ROOT, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
@@ -619,8 +630,8 @@ class Gunicorn:
 
 
 @contextmanager
-def gunicorn(url: str, workers: int, threads: int, log_path: Path) -> Iterator[Gunicorn]:
-    server = Gunicorn(url, workers, threads, log_path)
+def gunicorn(url: str, workers: int, threads: int, log_path: Path, worker_class: str = "sync") -> Iterator[Gunicorn]:
+    server = Gunicorn(url, workers, threads, log_path, worker_class)
     try:
         server.wait_ready()
         yield server
@@ -981,8 +992,11 @@ def print_report(results: list[PhaseResult], profiles: dict[str, dict[str, Any]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default=DEFAULT_SERVER, help="dropped and re-created")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="gunicorn workers (default: cores + 1)")
     parser.add_argument("--threads", type=int, default=1, help="> 1: gthread workers")
+    parser.add_argument("--worker-class", choices=["sync", "gthread"], default="sync",
+                        help="gthread with --threads 1: one thread per worker, but keep-alive connections")
     parser.add_argument("--clients", default="16,32")
     parser.add_argument("--confirmations", type=int, default=2000, help="per confirmation phase and round")
     parser.add_argument("--rounds", type=int, default=3, help="of every measured phase; the best one is reported")
@@ -1003,8 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine(args.database)
     print("# machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    print(f"# gunicorn: {args.workers} workers × {args.threads} threads "
-          f"({'gthread' if args.threads > 1 else 'sync'}); client: {args.client}; rounds: {rounds}", flush=True)
+    worker_class = "gthread" if args.threads > 1 else args.worker_class
+    print(f"# gunicorn: {args.workers} workers × {args.threads} threads ({worker_class}); client: {args.client}; "
+          f"rounds: {rounds}", flush=True)
     fresh_database(args.database)
     seeded = seed(args.database, max(client_counts + [args.issue_clients]))
     year = datetime.now(UTC).year  # the receipt counter row is per year; pgbench adds to the same row
@@ -1020,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-confirm-") as tmp:
         tmp_path = Path(tmp)
-        with gunicorn(args.database, args.workers, args.threads, tmp_path / "gunicorn.log") as server:
+        with gunicorn(args.database, args.workers, args.threads, tmp_path / "gunicorn.log", worker_class) as server:
             numbers: list[str] = []
             lock = threading.Lock()
             callback_results: Counter[str] = Counter()
