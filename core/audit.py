@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy import CheckConstraint, Integer, String, Text, bindparam, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
-from core.db import attach, insert_now, row_values, table_of
+from core.db import HotStatement, table_of
 from core.models import Base, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -74,41 +75,39 @@ def _canonical(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _mac(key: str, entry: AuditEntry) -> str:
+def _mac(key: str, entry: Mapping[str, Any]) -> str:
+    """The entry's MAC over its columns (by column key) and the previous entry's MAC."""
     content = json.dumps(
-        [
-            entry.seq,
-            entry.occurred_at.isoformat(),
-            entry.actor_type,
-            entry.actor_id,
-            entry.actor_name,
-            entry.action,
-            entry.entity_type,
-            entry.entity_id,
-            entry.before,
-            entry.after,
-            entry.prev_hash,
-        ],
+        [entry[column] if column != "occurred_at" else entry[column].isoformat() for column in _MAC_COLUMNS],
         ensure_ascii=False,
         separators=(",", ":"),
     )
     return hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
 
 
+_MAC_COLUMNS = ("seq", "occurred_at", "actor_type", "actor_id", "actor_name", "action", "entity_type", "entity_id",
+                "before", "after", "prev_hash")
+
+
+def _columns_of(entry: AuditEntry) -> dict[str, Any]:
+    return {column: getattr(entry, column) for column in _MAC_COLUMNS}
+
+
 _HEAD = table_of(AuditChainHead).c
-# Built once, so that their cache keys are computed once.
-_BUMP_HEAD = (update(table_of(AuditChainHead)).where(_HEAD.id == 1).values(last_seq=_HEAD.last_seq + 1)
-              .returning(_HEAD.last_seq, _HEAD.last_hash))
-_SET_HEAD_HASH = update(table_of(AuditChainHead)).where(_HEAD.id == 1).values(last_hash=bindparam("new_hash"))
+_BUMP_HEAD = HotStatement(update(table_of(AuditChainHead)).where(_HEAD.id == 1).values(last_seq=_HEAD.last_seq + 1)
+                          .returning(_HEAD.last_seq, _HEAD.last_hash))
 _ENTRIES = table_of(AuditEntry)
+_INSERT_ENTRY = HotStatement.insert(_ENTRIES)
+_SET_HEAD_HASH = HotStatement(update(table_of(AuditChainHead)).where(_HEAD.id == 1)
+                              .values(last_hash=bindparam("new_hash")))
 # PostgreSQL: the entry and the head's new hash in one statement (a data-modifying CTE), one round
 # trip less while the head row is locked. SQLite has no INSERT in a WITH: two statements there.
 _NEW_ENTRY = (insert(_ENTRIES)
-              .values({c.key: bindparam(f"entry_{c.key}", type_=c.type) for c in _ENTRIES.c if not c.primary_key})
+              .values({c.key: bindparam(c.key, type_=c.type) for c in _ENTRIES.c if not c.primary_key})
               .returning(_ENTRIES.c.id).cte("new_entry"))
-_WRITE_ENTRY_AND_HEAD = (update(table_of(AuditChainHead)).where(_HEAD.id == 1)
-                         .values(last_hash=bindparam("new_hash"))
-                         .returning(select(_NEW_ENTRY.c.id).scalar_subquery()))
+_WRITE_ENTRY_AND_HEAD = HotStatement(update(table_of(AuditChainHead)).where(_HEAD.id == 1)
+                                     .values(last_hash=bindparam("new_hash"))
+                                     .returning(select(_NEW_ENTRY.c.id).scalar_subquery()))
 
 
 def append_audit(
@@ -121,39 +120,29 @@ def append_audit(
     *,
     before: Any = None,
     after: Any = None,
-) -> AuditEntry:
-    """Append one entry in the caller's transaction; the head row stays locked until commit.
+) -> int:
+    """Append one entry in the caller's transaction and return its sequence number; the head row
+    stays locked until commit.
 
-    Core statements on the session's connection — take the head (seq, previous hash), then write
-    the entry and the head's new hash (one statement on PostgreSQL, two on SQLite): no ORM flush and
-    no bulk-update evaluation; the entry is attached to the session as if loaded."""
-    connection = session.connection()
-    row = connection.execute(_BUMP_HEAD).one_or_none()
+    Core statements on the session's connection (core.db.HotStatement) — take the head (seq,
+    previous MAC), then write the entry and the head's new MAC (one statement on PostgreSQL, two
+    on SQLite): no ORM object, no flush."""
+    row = _BUMP_HEAD.first(session)
     if row is None:
         raise RuntimeError("audit chain head missing: run `flask --app wsgi init-db`")
     seq, prev_hash = row
-    entry = AuditEntry(
-        seq=seq,
-        occurred_at=utcnow(),
-        actor_type=actor.kind,
-        actor_id=actor.id,
-        actor_name=actor.name,
-        action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        before=_canonical(before),
-        after=_canonical(after),
-        prev_hash=prev_hash,
-    )
-    entry.hash = _mac(key, entry)
-    if connection.dialect.name == "postgresql":
-        params = {f"entry_{column}": value for column, value in row_values(entry).items()}
-        params["new_hash"] = entry.hash
-        attach(session, entry, (connection.execute(_WRITE_ENTRY_AND_HEAD, params).scalar_one(),))
+    entry: dict[str, Any] = {
+        "seq": seq, "occurred_at": utcnow(), "actor_type": actor.kind, "actor_id": actor.id, "actor_name": actor.name,
+        "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
+        "before": _canonical(before), "after": _canonical(after), "prev_hash": prev_hash,
+    }
+    entry["hash"] = _mac(key, entry)
+    if session.get_bind().dialect.name == "postgresql":
+        _WRITE_ENTRY_AND_HEAD.rows(session, {**entry, "new_hash": entry["hash"]})
     else:
-        insert_now(session, entry)
-        connection.execute(_SET_HEAD_HASH, {"new_hash": entry.hash})
-    return entry
+        _INSERT_ENTRY.rows(session, entry)
+        _SET_HEAD_HASH.rows(session, {"new_hash": entry["hash"]})
+    return int(seq)
 
 
 @dataclass
@@ -185,7 +174,7 @@ def verify_audit_chain(session: Session, key: str) -> AuditReport:
             report.deleted.extend(range(expected_seq, entry.seq))
         elif entry.prev_hash != prev_hash and report.first_altered is None:
             report.first_altered = entry.seq
-        if not hmac.compare_digest(_mac(key, entry), entry.hash) and report.first_altered is None:
+        if not hmac.compare_digest(_mac(key, _columns_of(entry)), entry.hash) and report.first_altered is None:
             report.first_altered = entry.seq
         prev_hash = entry.hash
         expected_seq = entry.seq + 1

@@ -8,16 +8,16 @@ way through (SQLite has no SELECT ... FOR UPDATE).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, Insert, Table, create_engine, event, insert, inspect
+from sqlalchemy import Engine, Executable, Table, bindparam, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+from sqlalchemy.engine import Compiled, Connection
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ClauseElement
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -59,116 +59,89 @@ def table_of(model: type[Any]) -> Table:
     return table
 
 
-_INSERTS: dict[tuple[Table, str, bool], Insert] = {}
-_NO_DEFAULT = object()
+
+class HotStatement:
+    """A Core statement of the money path (run for every payment), compiled once per dialect.
+
+    On psycopg it runs on the DBAPI cursor of the session's connection, in the session's
+    transaction, as a server-side prepared statement. SQLAlchemy's per-execution work (execution
+    context, result set-up, cursor description) costs ~0.14 ms of CPU a statement here against
+    ~0.08 ms for the cursor itself (bench/RESULTS-payments.md), and a confirmation runs about nine.
+    Driver errors still go through SQLAlchemy's handling: wrapped in sqlalchemy.exc, and a lost
+    connection is invalidated (the API answers 503). Parameters get the column types' bind
+    processors; result rows come back as the driver gives them (tuples), so a hot statement
+    should return plain columns (numbers, text, dates), not ones that need result processing.
+
+    On other drivers (SQLite), and on any engine with connection event listeners (tests that
+    record the statements or inject failures), it is an ordinary Connection.execute: the same SQL,
+    seen by the listeners."""
+
+    def __init__(self, build: Executable | Callable[[str], Executable]) -> None:
+        """`build`: the statement, or a function of the dialect name that builds it (for
+        dialect-specific constructs such as INSERT … ON CONFLICT)."""
+        self._build = build
+        self._statements: dict[str, Executable] = {}
+        self._compiled: dict[str, tuple[str, Compiled, dict[str, Callable[[Any], Any]]]] = {}
+
+    @classmethod
+    def insert(cls, table: Table, *, on_conflict_do_nothing: bool = False) -> HotStatement:
+        """INSERT of every column but the generated key, each a bind parameter named as the column
+        (so leaving one out is an error, not a NULL), RETURNING the key. `on_conflict_do_nothing`:
+        a row that would break a unique constraint or index is not written and no error is raised
+        (the transaction stays usable); it returns no row."""
+
+        def build(dialect: str) -> Executable:
+            values = {c.key: bindparam(c.key, type_=c.type) for c in table.c if not c.primary_key}
+            if on_conflict_do_nothing:
+                dml = postgresql.insert if dialect == "postgresql" else sqlite.insert
+                return dml(table).values(values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+            return insert(table).values(values).returning(*table.primary_key.columns)
+
+        return cls(build)
+
+    def statement(self, dialect: str) -> Executable:
+        statement = self._statements.get(dialect)
+        if statement is None:
+            statement = self._build if isinstance(self._build, Executable) else self._build(dialect)
+            self._statements[dialect] = statement
+        return statement
+
+    def rows(self, session: Session, params: Mapping[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        connection = session.connection()
+        dialect = connection.dialect
+        if dialect.driver != "psycopg" or connection._has_events or connection.engine._has_events:
+            result = connection.execute(self.statement(dialect.name), dict(params or {}))
+            return result.all() if result.returns_rows else ()
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            statement = cast(ClauseElement, self.statement(dialect.name)).compile(dialect=dialect)
+            compiled = (statement.string, statement, dict(statement._bind_processors))  # type: ignore[attr-defined]
+            self._compiled[dialect.name] = compiled
+        sql, statement, processors = compiled
+        values = dict(statement.construct_params(params) or {})
+        for key, process in processors.items():
+            values[key] = process(values[key])
+        return _run_on_cursor(connection, sql, values)
+
+    def first(self, session: Session, params: Mapping[str, Any] | None = None) -> Sequence[Any] | None:
+        rows = self.rows(session, params)
+        return rows[0] if rows else None
+
+    def scalar(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.first(session, params)
+        return None if row is None else row[0]
 
 
-@dataclass(frozen=True)
-class _RowPlan:
-    """How to turn a new object of one mapped class into the values of its INSERT (built once)."""
-
-    table: Table
-    # (attribute key, column key, Python default: a value, a callable taking no argument, or _NO_DEFAULT)
-    columns: tuple[tuple[str, str, Any], ...]
-    primary_key: tuple[str, ...]  # attribute keys of the primary key columns, in the table's order
-
-
-_PLANS: dict[Any, _RowPlan] = {}
-
-
-def _plan(mapper: Any) -> _RowPlan:
-    plan = _PLANS.get(mapper)
-    if plan is not None:
-        return plan
-    table = mapper.local_table
-    assert isinstance(table, Table) and len(mapper.tables) == 1, "single-table mappings only"
-    columns = []
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        default: Any = _NO_DEFAULT
-        if column.server_default is not None:
-            default = _NO_DEFAULT if column.primary_key else ValueError(
-                f"{table.name}.{column.key} has a server default: set it explicitly")
-        elif isinstance(column.default, ScalarElementColumnDefault):
-            default = column.default.arg
-        elif isinstance(column.default, CallableColumnDefault):
-            wrapped = column.default.arg  # SQLAlchemy wraps plain callables to take a context
-
-            def default(wrapped: Any = wrapped) -> Any:
-                return wrapped(None)
-        elif column.default is not None:
-            default = ValueError(f"{table.name}.{column.key} has a SQL default: set it explicitly")
-        elif not column.primary_key:
-            default = None
-        columns.append((prop.key, column.key, default))
-    primary_key = tuple(mapper.get_property_by_column(c).key for c in table.primary_key.columns)
-    plan = _PLANS.setdefault(mapper, _RowPlan(table, tuple(columns), primary_key))
-    return plan
-
-
-def row_values(obj: Any) -> dict[str, Any]:
-    """The INSERT values of a new object, by column key; unset columns get their Python-side
-    default (or NULL), which is also set on the object so that it is complete once attached."""
-    state = inspect(obj)
-    set_values = state.dict
-    values: dict[str, Any] = {}
-    for attribute, column, default in _plan(state.mapper).columns:
-        if attribute in set_values:
-            values[column] = set_values[attribute]
-            continue
-        if default is _NO_DEFAULT:
-            continue  # a generated primary key
-        if isinstance(default, ValueError):
-            raise default
-        value = default() if callable(default) else default
-        setattr(obj, attribute, value)
-        values[column] = value
-    return values
-
-
-def attach(session: Session, obj: Any, primary_key: Sequence[Any]) -> None:
-    """Attach a new object whose row was just written (with this primary key) to the session, as if
-    it had been loaded: persistent, nothing to flush, its attributes and relationships as set."""
-    for attribute, value in zip(_plan(inspect(obj).mapper).primary_key, primary_key, strict=True):
-        setattr(obj, attribute, value)
-    make_transient_to_detached(obj)
-    session.add(obj)
-
-
-def insert_now(session: Session, obj: Any, *, on_conflict_do_nothing: bool = False) -> bool:
-    """Write one new ORM object at once with a Core INSERT … RETURNING its key on the session's
-    connection, then attach it to the session as if it had been loaded.
-
-    The same row as a flush would write, in the caller's transaction, without the unit of work
-    (about a millisecond of CPU per flush in the payment path). For new, single-table objects
-    whose columns are set or have Python-side defaults; a pending object is taken back from the
-    session first. Relationships already set on it stay set (so nothing is loaded later).
-
-    `on_conflict_do_nothing`: a row that would break a unique constraint or index is not written
-    and no error is raised (the transaction stays usable, no savepoint needed); returns whether the
-    row was written. A conflicting row of a concurrent transaction is waited for, as always."""
-    state = inspect(obj)
-    if state.pending:
-        session.expunge(obj)
-    elif not state.transient:
-        raise ValueError(f"insert_now takes a new object, not {state!r}")
-    table = _plan(state.mapper).table
-    values = row_values(obj)
-    connection = session.connection()
-    dialect = connection.dialect.name
-    statement = _INSERTS.get((table, dialect, on_conflict_do_nothing))
-    if statement is None:
-        if on_conflict_do_nothing:
-            dml = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = dml(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
-        else:
-            statement = insert(table).returning(*table.primary_key.columns)
-        _INSERTS[(table, dialect, on_conflict_do_nothing)] = statement
-    row = connection.execute(statement, values).first()
-    if row is None:
-        return False
-    attach(session, obj, tuple(row))
-    return True
+def _run_on_cursor(connection: Connection, sql: str, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, values, prepare=True)
+        return cursor.fetchall() if cursor.description is not None else ()
+    except connection.dialect.loaded_dbapi.Error as error:
+        # Raises the wrapped error; a lost connection is invalidated as on any other statement.
+        connection._handle_dbapi_exception(error, sql, values, cursor, None)
+    finally:
+        cursor.close()
 
 
 def is_sqlite(session_or_engine: Session | Engine) -> bool:

@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Integer, String, Text, UniqueConstraint, bindparam, delete, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
-from core.db import table_of
+from core.db import HotStatement, table_of
 from core.errors import DomainError
 from core.models import Base, UTCDateTime
 
@@ -74,23 +73,21 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-_CLAIMS: dict[str, Any] = {}  # dialect → the claim statement, built once
+_KEYS = table_of(IdempotencyRecord)
+# The only unique key besides the id is (client, key).
+_CLAIM = HotStatement.insert(_KEYS, on_conflict_do_nothing=True)
+_COMPLETE = HotStatement(update(_KEYS).where(_KEYS.c.client == bindparam("done_client"),
+                                             _KEYS.c.key == bindparam("done_key"))
+                         .values(completed_at=bindparam("done_at"), response_status=bindparam("done_status"),
+                                 response_type=bindparam("done_type"), response_body=bindparam("done_body")))
 
 
 def _insert_claim(session: Session, client: str, key: str, print_: str, now: datetime) -> bool:
-    """INSERT … ON CONFLICT (client, key) DO NOTHING RETURNING id: True when this request claimed the key.
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: True when this request claimed the key.
     A concurrent first claim not yet committed makes it wait, as the unique index always did."""
-    connection = session.connection()
-    dialect = connection.dialect.name
-    statement = _CLAIMS.get(dialect)
-    if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        table = table_of(IdempotencyRecord)
-        statement = _CLAIMS.setdefault(dialect, insert(table).on_conflict_do_nothing(
-            index_elements=["client", "key"]).returning(table.c.id))
-    row = connection.execute(statement, {"client": client, "key": key, "fingerprint": print_,
-                                         "created_at": now}).first()
-    return row is not None
+    return _CLAIM.first(session, {"client": client, "key": key, "fingerprint": print_, "created_at": now,
+                                  "completed_at": None, "response_status": None, "response_type": None,
+                                  "response_body": None}) is not None
 
 
 def _existing(session: Session, client: str, key: str) -> IdempotencyRecord | None:
@@ -130,12 +127,9 @@ def claim(session: Session, client: str, key: str, print_: str) -> StoredRespons
 
 
 def complete(session: Session, client: str, key: str, response: StoredResponse) -> None:
-    session.connection().execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.client == client, IdempotencyRecord.key == key)
-        .values(completed_at=utcnow(), response_status=response.status,
-                response_type=response.content_type, response_body=response.body)
-    )
+    _COMPLETE.rows(session, {"done_client": client, "done_key": key, "done_at": utcnow(),
+                             "done_status": response.status, "done_type": response.content_type,
+                             "done_body": response.body})
 
 
 def release(session: Session, client: str, key: str) -> None:

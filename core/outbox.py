@@ -13,6 +13,7 @@ from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
+from core.db import HotStatement, table_of
 from core.models import Base, UTCDateTime
 
 EVENT_TYPES = ("notice.paid", "receipt.voided", "certificate.issued")
@@ -30,13 +31,17 @@ class OutboxEvent(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
-def emit(session: Session, event_type: str, data: dict[str, Any]) -> OutboxEvent:
+_INSERT_EVENT = HotStatement.insert(table_of(OutboxEvent))
+
+
+def emit(session: Session, event_type: str, data: dict[str, Any]) -> str:
+    """Write the event at once in the caller's transaction; returns its event id."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
     now = utcnow()
+    event_id = "evt_" + uuid.uuid4().hex
     body = {"type": event_type, "timestamp": now.isoformat(timespec="seconds"), "data": data}
-    event = OutboxEvent(event_id="evt_" + uuid.uuid4().hex, event_type=event_type,
-                        payload=json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str),
-                        created_at=now)
-    session.add(event)
-    return event
+    _INSERT_EVENT.rows(session, {
+        "event_id": event_id, "event_type": event_type, "created_at": now, "dispatched_at": None,
+        "payload": json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)})
+    return event_id

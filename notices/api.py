@@ -30,7 +30,7 @@ def _today() -> Any:
 
 @blp.route("/notices", methods=["POST"])
 @api_roles(Role.WINDOW)
-@blp.arguments(NoticeIn)
+@blp.arguments(NoticeIn())  # one instance: webargs would build the schema again per request
 @blp.response(201, NoticeOut)
 @blp.doc(security=[{"bearer": []}])
 def issue_notice(data: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
@@ -206,27 +206,22 @@ def check_can_view(user: User, notice: Notice) -> None:
         raise Forbidden(_("该缴款通知书属于其他部门。"))
 
 
-def _notice_by_number(for_update: bool, lean: bool) -> Select[Notice]:
+def _notice_by_number(for_update: bool) -> Select[Notice]:
     query = select(Notice).where(Notice.number == bindparam("notice_number"))
     if for_update:
         # FOR UPDATE on PostgreSQL; on SQLite the transaction already began IMMEDIATE.
         query = query.with_for_update(of=Notice)
-    if lean:
-        query = query.options(lazyload(Notice.lines), lazyload(Notice.issued_by))
     return query
 
 
 # Built once: the statement's cache key is then computed once, not on every request.
-_NOTICE_BY_NUMBER = {(u, lean): _notice_by_number(u, lean) for u in (False, True) for lean in (False, True)}
+_NOTICE_BY_NUMBER = {for_update: _notice_by_number(for_update) for for_update in (False, True)}
 
 
-def find_notice(session: Session, number_text: str, *, for_update: bool = False, lean: bool = False) -> Notice:
-    """Raises InvalidNoticeNumber for a mistyped number and NoticeNotFound for an unknown one.
-
-    `lean`: load neither the lines nor the issuing clerk up front (they load on first access); for
-    the payment path, which holds the notice's row lock and needs neither."""
+def find_notice(session: Session, number_text: str, *, for_update: bool = False) -> Notice:
+    """Raises InvalidNoticeNumber for a mistyped number and NoticeNotFound for an unknown one."""
     number = normalise_notice_number(number_text)
-    notice = session.scalar(_NOTICE_BY_NUMBER[(for_update, lean)], {"notice_number": number})
+    notice = session.scalar(_NOTICE_BY_NUMBER[for_update], {"notice_number": number})
     if notice is None:
         raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
     return notice

@@ -36,7 +36,7 @@ blp = Blueprint("payments_api", __name__, url_prefix="/api/v1", description="收
 @blp.route("/notices/<number>/payments", methods=["POST"])
 @api_roles(Role.CASHIER)
 @idempotent
-@blp.arguments(PaymentIn)
+@blp.arguments(PaymentIn())  # one instance: webargs would build the schema again per request
 @blp.response(201, ConfirmationOut)
 @blp.doc(security=BEARER)
 def record_payment(data: dict[str, Any], number: str) -> dict[str, Any]:

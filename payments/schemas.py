@@ -10,7 +10,7 @@ from core.schemas import Moment, money, text
 from notices.models import Notice
 from notices.schemas import NoticeOut, notice_view
 from payments.models import CashierShift, Payment, PaymentMethod, PaymentStatus
-from payments.service import ShiftTotals, payment_of
+from payments.service import ConfirmedPayment, ShiftTotals, payment_of
 from receipts.schemas import CertificateOut, ReceiptOut, certificate_view, receipt_view
 from receipts.service import certificate_of, latest_receipt_of, verification_url
 
@@ -53,13 +53,15 @@ class PaymentOut(Schema):
     refund_reference = fields.String(allow_none=True)
 
 
-def payment_view(payment: Payment, cashier_username: str | None = None) -> dict[str, Any]:
+def payment_view(payment: Payment | ConfirmedPayment, cashier_username: str | None = None) -> dict[str, Any]:
     """`cashier_username`: the cashier who recorded it, when the caller knows it already (the API
     view holds the token's user), so that the cashier relationship is not loaded."""
     if payment.cashier_id is None:
         cashier = None
     elif cashier_username is not None:
         cashier = cashier_username
+    elif isinstance(payment, ConfirmedPayment):
+        cashier = payment.cashier_username
     else:
         cashier = payment.cashier.username if payment.cashier else None
     return {

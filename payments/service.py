@@ -4,24 +4,23 @@ Also voids (冲红) and refunds, which change a payment and its receipt together
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import insert_now, table_of
+from core.db import HotStatement, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
-from core.models import Role, User
+from core.models import Department, Role, User
 from core.outbox import emit
 from notices.models import Notice, NoticeStatus
-from notices.numbers import group_digits
-from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, find_notice
+from notices.numbers import group_digits, normalise_notice_number
+from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, NoticeNotFound, find_notice
 from payments.models import (
     PAYMENT_TRANSITIONS,
     CashierShift,
@@ -31,7 +30,7 @@ from payments.models import (
     PaymentStatus,
 )
 from receipts.models import Receipt, ReceiptStatus
-from receipts.service import ReceiptSettings, certificate_of, find_receipt, issue_receipt
+from receipts.service import IssuedReceipt, ReceiptSettings, certificate_of, find_receipt, issue_receipt
 
 
 class AmountMismatch(DomainError):
@@ -69,13 +68,53 @@ class ShiftNotOpen(DomainError):
 
 
 @dataclass(frozen=True)
+class ConfirmedPayment:
+    """A payment as just written by confirm_payment (no ORM object: the path is hot). Read with
+    payment_view like a Payment."""
+
+    id: int
+    notice_number_given: str
+    channel: str
+    method: str
+    amount: int
+    status: str
+    reference: str | None
+    cashier_id: int | None
+    cashier_username: str | None
+    shift_id: int | None
+    bank_code: str | None
+    bank_reference: str | None
+    paid_at: datetime
+    recorded_at: datetime
+    currency: str = "CNY"
+    flag_reason: str | None = None
+    refund_due_reason: str | None = None
+    refunded_at: datetime | None = None
+    refund_method: str | None = None
+    refund_reference: str | None = None
+
+
+@dataclass(frozen=True)
+class PayableNotice:
+    """What the payment path reads of the notice it locks."""
+
+    id: int
+    number: str
+    status: str
+    total: int
+    due_date: date
+    department_code: str
+    open_shift_id: int | None  # of the paying cashier, if any
+
+
+@dataclass(frozen=True)
 class Confirmation:
-    payment: Payment
-    receipt: Receipt
-    notice: Notice
+    payment: ConfirmedPayment
+    receipt: IssuedReceipt
+    notice: PayableNotice
 
 
-def check_payable(notice: Notice, at: datetime, timezone: str) -> None:
+def check_payable(notice: Notice | PayableNotice, at: datetime, timezone: str) -> None:
     """Raise the named error of API.md for a notice that cannot take money at that moment."""
     if notice.status == NoticeStatus.PAID:
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=group_digits(notice.number)))
@@ -94,10 +133,20 @@ def current_shift(session: Session, cashier: User, *, open_if_none: bool = True)
 
 
 _SHIFTS = table_of(CashierShift).c
-# Built once (their cache keys are computed once); Core, so no ORM execution around them.
 _OPEN_SHIFT_ID = select(_SHIFTS.id).where(_SHIFTS.cashier_id == bindparam("shift_cashier"), _SHIFTS.closed_at.is_(None))
 _NOTICES = table_of(Notice).c
-_MARK_PAID = update(table_of(Notice)).where(_NOTICES.id == bindparam("paid_notice")).values(status=NoticeStatus.PAID)
+_DEPARTMENTS = table_of(Department).c
+# The notice, locked, with its department's code and the paying cashier's open shift: one statement.
+# FOR UPDATE on PostgreSQL; on SQLite the write transaction already began IMMEDIATE.
+_PAYABLE_NOTICE = HotStatement(
+    select(_NOTICES.id, _NOTICES.number, _NOTICES.status, _NOTICES.total, _NOTICES.due_date, _DEPARTMENTS.code,
+           _OPEN_SHIFT_ID.scalar_subquery())
+    .join_from(table_of(Notice), table_of(Department), _NOTICES.department_id == _DEPARTMENTS.id)
+    .where(_NOTICES.number == bindparam("notice_number"))
+    .with_for_update(of=table_of(Notice)))
+_INSERT_PAYMENT = HotStatement.insert(table_of(Payment), on_conflict_do_nothing=True)
+_MARK_PAID = HotStatement(update(table_of(Notice)).where(_NOTICES.id == bindparam("paid_notice"))
+                          .values(status=NoticeStatus.PAID))
 
 
 def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True) -> int | None:
@@ -113,6 +162,17 @@ def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True)
                                                 index_where=CashierShift.closed_at.is_(None)))
         shift_id = connection.execute(_OPEN_SHIFT_ID, {"shift_cashier": cashier.id}).scalar()
     return shift_id
+
+
+def find_payable_notice(session: Session, notice_number: str, *, cashier: User | None = None) -> PayableNotice:
+    """The notice, locked until the end of the transaction. Raises InvalidNoticeNumber for a
+    mistyped number and NoticeNotFound for an unknown one."""
+    number = normalise_notice_number(notice_number)
+    row = _PAYABLE_NOTICE.first(session, {"notice_number": number,
+                                          "shift_cashier": cashier.id if cashier is not None else None})
+    if row is None:
+        raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
+    return PayableNotice(*row)
 
 
 def confirm_payment(
@@ -143,10 +203,10 @@ def confirm_payment(
 
     The serialisation points — the receipt counter row and the audit chain head row, both locked
     until commit — are taken last: after them come only the INSERTs of receipt, audit entry and
-    outbox event and the head's hash, as Core statements (core.db.insert_now: no unit-of-work flush
-    at commit), the same shape as bench/pgbench_confirm.sql. Callers build their responses after the
-    commit (the objects keep their values)."""
-    notice = find_notice(session, notice_number, for_update=True, lean=True)
+    outbox event and the head's MAC, the same shape as bench/pgbench_confirm.sql. Every statement
+    is a core.db.HotStatement and no ORM object is made: this runs for every payment, and the ORM
+    cost more CPU than everything else in it. Callers build their responses after the commit."""
+    notice = find_payable_notice(session, notice_number, cashier=cashier if channel == Channel.CASHIER else None)
     now = utcnow()
     paid_at = paid_at or now
     check_payable(notice, paid_at, settings.timezone)
@@ -154,35 +214,42 @@ def confirm_payment(
         raise AmountMismatch(_("应缴 %(expected)s 元，实收 %(got)s 元：必须按通知书金额全额收取。",
                                expected=f"{notice.total / 100:.2f}", got=f"{amount / 100:.2f}"),
                              expected_amount=notice.total, actual_amount=amount)
-    shift_id = open_shift_id(session, cashier) if channel == Channel.CASHIER and cashier is not None else None
-    payment = Payment(
-        notice_id=notice.id, notice_number_given=notice.number, channel=channel, method=method, amount=amount,
-        currency="CNY", status=PaymentStatus.CONFIRMED, reference=reference,
-        cashier_id=cashier.id if cashier else None, shift_id=shift_id,
-        bank_code=bank_code, bank_reference=bank_reference, payer_name=payer_name,
-        paid_at=paid_at, recorded_at=now, flag_reason=None, refund_due_at=None, refund_due_reason=None,
-        refunded_at=None, refunded_by_id=None, refund_method=None, refund_reference=None, notice=notice,
-    )
-    status_before = notice.status
+    shift_id = notice.open_shift_id
+    if channel == Channel.CASHIER and cashier is not None and shift_id is None:
+        shift_id = open_shift_id(session, cashier)
+    cashier_id = cashier.id if cashier else None
+    row = {
+        "notice_id": notice.id, "notice_number_given": notice.number, "channel": channel, "method": method,
+        "amount": amount, "currency": "CNY", "status": PaymentStatus.CONFIRMED, "flag_reason": None,
+        "reference": reference, "cashier_id": cashier_id, "shift_id": shift_id,
+        "bank_code": bank_code, "bank_reference": bank_reference, "payer_name": payer_name, "paid_at": paid_at,
+        "recorded_at": now, "refund_due_at": None, "refund_due_reason": None, "refunded_at": None,
+        "refunded_by_id": None, "refund_method": None, "refund_reference": None,
+    }
     # ON CONFLICT DO NOTHING: the partial unique index (one confirmed payment per notice) or the
     # bank reference's says someone else was faster; nothing is written and no error aborts the
     # transaction, so a caller may carry on after the refusal without a savepoint.
-    if not insert_now(session, payment, on_conflict_do_nothing=True):
+    payment_id = _INSERT_PAYMENT.scalar(session, row)
+    if payment_id is None:
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number))
-    session.connection().execute(_MARK_PAID, {"paid_notice": notice.id})
-    set_committed_value(notice, "status", NoticeStatus.PAID)
+    _MARK_PAID.rows(session, {"paid_notice": notice.id})
     # The receipt counter and the audit head are serialisation points: take them last, so that
     # their row locks are held for as short a time as possible.
-    receipt = issue_receipt(session, settings, notice, payment_id=payment.id, amount=amount,
-                            issued_by=cashier.display_name if cashier else (bank_code or actor.name),
-                            issued_at=now)
-    append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment.id,
-                 before={"notice_status": status_before},
+    receipt = issue_receipt(session, settings, notice_id=notice.id, notice_number=notice.number,
+                            payment_id=payment_id, amount=amount,
+                            issued_by=cashier.display_name if cashier else (bank_code or actor.name), issued_at=now)
+    append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment_id,
+                 before={"notice_status": notice.status},
                  after={"notice": notice.number, "amount": amount, "channel": channel, "method": method,
                         "receipt": receipt.number, "bank_reference": bank_reference})
-    insert_now(session, emit(session, "notice.paid", {
-        "notice_number": notice.number, "department": notice.department.code, "amount": amount, "currency": "CNY",
-        "channel": channel, "receipt_number": receipt.number, "paid_at": paid_at.isoformat()}))
+    emit(session, "notice.paid", {
+        "notice_number": notice.number, "department": notice.department_code, "amount": amount, "currency": "CNY",
+        "channel": channel, "receipt_number": receipt.number, "paid_at": paid_at.isoformat()})
+    payment = ConfirmedPayment(
+        id=int(payment_id), notice_number_given=notice.number, channel=channel, method=method, amount=amount,
+        status=PaymentStatus.CONFIRMED, reference=reference, cashier_id=cashier_id,
+        cashier_username=cashier.username if cashier else None, shift_id=shift_id,
+        bank_code=bank_code, bank_reference=bank_reference, paid_at=paid_at, recorded_at=now)
     return Confirmation(payment=payment, receipt=receipt, notice=notice)
 
 

@@ -56,6 +56,11 @@ class Receipt(Base):
     void_reason: Mapped[str | None] = mapped_column(String(500))
 
     notice: Mapped[Notice] = relationship(lazy="joined")
+
+    @property
+    def notice_number(self) -> str:
+        return self.notice.number
+
     prints: Mapped[list[ReceiptPrint]] = relationship(back_populates="receipt", lazy="selectin",
                                                       order_by="ReceiptPrint.id")
 

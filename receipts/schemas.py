@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, fields, validate
 
 from core.schemas import Moment, text
 from receipts.models import Certificate, Receipt, ReceiptStatus
+
+if TYPE_CHECKING:
+    from receipts.service import IssuedReceipt
 
 
 class ReceiptOut(Schema):
@@ -22,11 +25,11 @@ class ReceiptOut(Schema):
     void_reason = fields.String(allow_none=True)
 
 
-def receipt_view(receipt: Receipt, verification_url: str) -> dict[str, Any]:
+def receipt_view(receipt: Receipt | IssuedReceipt, verification_url: str) -> dict[str, Any]:
     return {
         "number": receipt.number, "verification_code": receipt.verification_code,
         "verification_url": verification_url, "status": receipt.status,
-        "notice_number": receipt.notice.number, "amount": receipt.amount, "issued_at": receipt.issued_at,
+        "notice_number": receipt.notice_number, "amount": receipt.amount, "issued_at": receipt.issued_at,
         "issued_by": receipt.issued_by, "voided_at": receipt.voided_at, "void_reason": receipt.void_reason,
     }
 

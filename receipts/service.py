@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import insert_now, table_of
+from core.db import HotStatement, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
-from notices.models import Notice, NoticeStatus
+from notices.models import NoticeStatus
 from notices.service import check_can_view, find_notice
 from receipts.models import Certificate, Receipt, ReceiptCounter, ReceiptPrint, ReceiptStatus
 
@@ -70,43 +70,59 @@ def verification_code(key: str, number: str) -> str:
     return base64.b32encode(digest).decode()[:VERIFICATION_CODE_LENGTH]
 
 
+@dataclass(frozen=True)
+class IssuedReceipt:
+    """A receipt as just written by the payment path (no ORM object: the path is hot)."""
+
+    id: int
+    number: str
+    notice_number: str
+    payment_id: int
+    amount: int
+    verification_code: str
+    issued_at: datetime
+    issued_by: str
+    status: str = ReceiptStatus.VALID
+    voided_at: datetime | None = None
+    void_reason: str | None = None
+
+
 _COUNTERS = table_of(ReceiptCounter).c
-# Built once, so that its cache key is computed once.
-_BUMP_COUNTER = (update(table_of(ReceiptCounter)).where(_COUNTERS.year == bindparam("counter_year"))
-                 .values(last_number=_COUNTERS.last_number + 1).returning(_COUNTERS.last_number))
+_BUMP_COUNTER = HotStatement(update(table_of(ReceiptCounter)).where(_COUNTERS.year == bindparam("counter_year"))
+                             .values(last_number=_COUNTERS.last_number + 1).returning(_COUNTERS.last_number))
+_INSERT_RECEIPT = HotStatement.insert(table_of(Receipt))
 
 
 def next_receipt_sequence(session: Session, year: int) -> int:
     """Take the next number inside the caller's transaction; the counter row stays locked until
-    commit, so a rollback returns the number and concurrent payments queue here.
+    commit, so a rollback gives the number back and concurrent payments queue here.
 
     A Core statement on the session's connection (not the ORM's bulk-update path, which would
     evaluate the statement against the session's objects); the year's row is inserted only when the
     UPDATE found none, i.e. once a year."""
-    connection = session.connection()
-    number = connection.execute(_BUMP_COUNTER, {"counter_year": year}).scalar_one_or_none()
+    number = _BUMP_COUNTER.scalar(session, {"counter_year": year})
     if number is None:
+        connection = session.connection()
         insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
         # Concurrent first receipts of the year: one inserts, the others wait for it and insert nothing.
         connection.execute(insert(ReceiptCounter).values(year=year, last_number=0).on_conflict_do_nothing())
-        number = connection.execute(_BUMP_COUNTER, {"counter_year": year}).scalar_one()
+        number = _BUMP_COUNTER.scalar(session, {"counter_year": year})
     return int(number)
 
 
-def issue_receipt(session: Session, settings: ReceiptSettings, notice: Notice, *, payment_id: int, amount: int,
-                  issued_by: str, issued_at: datetime | None = None) -> Receipt:
+def issue_receipt(session: Session, settings: ReceiptSettings, *, notice_id: int, notice_number: str,
+                  payment_id: int, amount: int, issued_by: str, issued_at: datetime) -> IssuedReceipt:
     """Take the number and write the receipt at once (in the caller's transaction)."""
-    issued_at = issued_at or utcnow()
     year = issued_at.astimezone(zone(settings.timezone)).year
     sequence = next_receipt_sequence(session, year)
     number = f"{year}-{sequence:08d}"
-    receipt = Receipt(number=number, year=year, sequence=sequence, notice_id=notice.id, notice=notice,
-                      payment_id=payment_id, amount=amount,
-                      verification_code=verification_code(settings.receipt_key, number),
-                      issued_at=issued_at, issued_by=issued_by, status=ReceiptStatus.VALID,
-                      voided_at=None, voided_by_id=None, void_reason=None)
-    insert_now(session, receipt)
-    return receipt
+    code = verification_code(settings.receipt_key, number)
+    receipt_id = _INSERT_RECEIPT.scalar(session, {
+        "number": number, "year": year, "sequence": sequence, "notice_id": notice_id, "payment_id": payment_id,
+        "amount": amount, "verification_code": code, "issued_at": issued_at, "issued_by": issued_by,
+        "status": ReceiptStatus.VALID, "voided_at": None, "voided_by_id": None, "void_reason": None})
+    return IssuedReceipt(id=int(receipt_id), number=number, notice_number=notice_number, payment_id=payment_id,
+                         amount=amount, verification_code=code, issued_at=issued_at, issued_by=issued_by)
 
 
 def normalise_receipt_number(text: str) -> str:
@@ -200,5 +216,5 @@ def issue_certificate(session: Session, settings: ReceiptSettings, clerk: User, 
     return certificate
 
 
-def verification_url(base_url: str, receipt: Receipt) -> str:
+def verification_url(base_url: str, receipt: Receipt | IssuedReceipt) -> str:
     return f"{base_url}/verify/{receipt.number}?code={receipt.verification_code}"

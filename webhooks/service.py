@@ -20,7 +20,6 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
@@ -28,7 +27,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow
-from core.db import table_of
+from core.db import HotStatement, table_of
 from core.errors import DomainError, NotFound, ValidationFailed, flatten_messages
 from notices.numbers import InvalidNoticeNumber, normalise_notice_number
 from notices.service import (
@@ -147,23 +146,25 @@ def disable_bank(session: Session, audit_key: str, actor: Actor, code: str) -> N
 
 _SECRETS, _BANKS = table_of(BankSecret).c, table_of(BankClient).c
 # Built once (cache keys computed once); Core, so no ORM execution around them.
-_LIVE_SECRETS = (select(_SECRETS.secret).join_from(table_of(BankSecret), table_of(BankClient))
-                 .where(_BANKS.code == bindparam("secret_bank"), _BANKS.active.is_(True))
-                 .where(_SECRETS.expires_at.is_(None) | (_SECRETS.expires_at > bindparam("secret_now"))))
+_LIVE_SECRETS = HotStatement(select(_SECRETS.secret).join_from(table_of(BankSecret), table_of(BankClient))
+                             .where(_BANKS.code == bindparam("secret_bank"), _BANKS.active.is_(True))
+                             .where(_SECRETS.expires_at.is_(None) | (_SECRETS.expires_at > bindparam("secret_now"))))
 _EVENTS = table_of(BankEvent).c
+_CALLBACK_SCHEMA = CallbackIn()  # built once (a schema deep-copies its fields when made)
 _PAYMENT_BY_REFERENCE = select(table_of(Payment).c.id).where(
     table_of(Payment).c.bank_code == bindparam("ref_bank"), table_of(Payment).c.bank_reference == bindparam("ref"))
-_SETTLE_EVENT = update(table_of(BankEvent)).where(_EVENTS.id == bindparam("event_id")).values(
+_SETTLE_EVENT = HotStatement(update(table_of(BankEvent)).where(_EVENTS.id == bindparam("event_id")).values(
     result=bindparam("outcome"), reason=bindparam("outcome_reason"), payment_id=bindparam("outcome_payment"),
-    response_status=bindparam("answer_status"), response_body=bindparam("answer_body"))
-_CLAIM_EVENT: dict[str, Any] = {}
+    response_status=bindparam("answer_status"), response_body=bindparam("answer_body")))
+# The only unique key besides the id is (bank_code, webhook_id): a conflict is a known event.
+_CLAIM_EVENT = HotStatement.insert(table_of(BankEvent), on_conflict_do_nothing=True)
 
 
 def live_secrets(session: Session, code: str, now: datetime) -> list[str]:
     """The secrets that verify callbacks of an active bank right now (none: unknown or disabled)."""
     if not BANK_CODE.fullmatch(code):  # never registered (and a NUL in it would be a 500 on PostgreSQL)
         return []
-    return list(session.connection().execute(_LIVE_SECRETS, {"secret_bank": code, "secret_now": now}).scalars())
+    return [row[0] for row in _LIVE_SECRETS.rows(session, {"secret_bank": code, "secret_now": now})]
 
 
 def verify_signature(secrets_: list[str], raw_body: bytes, headers: dict[str, str]) -> None:
@@ -219,7 +220,7 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     try:
         document = _parse_json(raw_body, lambda: _("回调请求体不是有效的 JSON。"))
         try:
-            data = CallbackIn().load(document)
+            data = _CALLBACK_SCHEMA.load(document)
         except ValidationError as error:
             raise MalformedCallback(_("回调内容不符合约定格式。"),
                                     errors=flatten_messages(error.messages)) from error
@@ -235,7 +236,7 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     event_id = _claim_event(session, {
         "bank_code": bank_code, "webhook_id": webhook_id, "body": raw_body.decode(), "body_sha256": body_hash,
         "headers": json.dumps(stored_headers(headers), ensure_ascii=False), "received_at": now,
-        "result": "pending", "response_status": 200, "response_body": "{}"})
+        "result": "pending", "reason": None, "payment_id": None, "response_status": 200, "response_body": "{}"})
     if event_id is None:
         known = _known_event(session, bank_code, webhook_id)
         assert known is not None
@@ -243,7 +244,7 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
 
     outcome = _Outcome()
     answer = _apply(session, settings, bank_code, data, outcome)
-    session.connection().execute(_SETTLE_EVENT, {
+    _SETTLE_EVENT.rows(session, {
         "event_id": event_id, "outcome": outcome.result, "outcome_reason": outcome.reason,
         "outcome_payment": outcome.payment_id, "answer_status": answer.status,
         "answer_body": json.dumps(answer.body, ensure_ascii=False)})
@@ -251,17 +252,10 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
 
 
 def _claim_event(session: Session, values: dict[str, Any]) -> int | None:
-    """INSERT … ON CONFLICT (bank_code, webhook_id) DO NOTHING RETURNING id: the new row's id, or
-    None when the event is known (no savepoint needed: a conflict is not an error)."""
-    connection = session.connection()
-    dialect = connection.dialect.name
-    statement = _CLAIM_EVENT.get(dialect)
-    if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = _CLAIM_EVENT.setdefault(dialect, insert(table_of(BankEvent)).on_conflict_do_nothing(
-            index_elements=["bank_code", "webhook_id"]).returning(_EVENTS.id))
-    row = connection.execute(statement, values).first()
-    return None if row is None else int(row[0])
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when the event is
+    known (no savepoint needed: a conflict is not an error)."""
+    event_id = _CLAIM_EVENT.scalar(session, values)
+    return None if event_id is None else int(event_id)
 
 
 def _parse_json(raw_body: bytes, message: Callable[[], str]) -> Any:
