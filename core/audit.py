@@ -22,7 +22,7 @@ from sqlalchemy import CheckConstraint, Integer, String, Text, bindparam, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
-from core.db import HotStatement, table_of
+from core.db import Executor, HotStatement, connection_of, table_of
 from core.models import Base, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -111,7 +111,7 @@ _WRITE_ENTRY_AND_HEAD = HotStatement(update(table_of(AuditChainHead)).where(_HEA
 
 
 def append_audit(
-    session: Session,
+    session: Executor,
     key: str,
     actor: Actor,
     action: str,
@@ -137,7 +137,7 @@ def append_audit(
         "before": _canonical(before), "after": _canonical(after), "prev_hash": prev_hash,
     }
     entry["hash"] = _mac(key, entry)
-    if session.get_bind().dialect.name == "postgresql":
+    if connection_of(session).dialect.name == "postgresql":
         _WRITE_ENTRY_AND_HEAD.rows(session, {**entry, "new_hash": entry["hash"]})
     else:
         _INSERT_ENTRY.rows(session, entry)

@@ -60,6 +60,15 @@ def table_of(model: type[Any]) -> Table:
 
 
 
+# Where a hot statement runs: a session (its connection, beginning its transaction if need be) or,
+# on a path that runs many of them, that connection itself (Session.connection() costs ~40 µs a call).
+Executor = Session | Connection
+
+
+def connection_of(executor: Executor) -> Connection:
+    return executor if isinstance(executor, Connection) else executor.connection()
+
+
 class HotStatement:
     """A Core statement of the money path (run for every payment), compiled once per dialect.
 
@@ -106,8 +115,8 @@ class HotStatement:
             self._statements[dialect] = statement
         return statement
 
-    def rows(self, session: Session, params: Mapping[str, Any] | None = None) -> Sequence[Sequence[Any]]:
-        connection = session.connection()
+    def rows(self, executor: Executor, params: Mapping[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        connection = connection_of(executor)
         dialect = connection.dialect
         if dialect.driver != "psycopg" or connection._has_events or connection.engine._has_events:
             result = connection.execute(self.statement(dialect.name), dict(params or {}))
@@ -123,12 +132,12 @@ class HotStatement:
             values[key] = process(values[key])
         return _run_on_cursor(connection, sql, values)
 
-    def first(self, session: Session, params: Mapping[str, Any] | None = None) -> Sequence[Any] | None:
-        rows = self.rows(session, params)
+    def first(self, executor: Executor, params: Mapping[str, Any] | None = None) -> Sequence[Any] | None:
+        rows = self.rows(executor, params)
         return rows[0] if rows else None
 
-    def scalar(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
-        row = self.first(session, params)
+    def scalar(self, executor: Executor, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.first(executor, params)
         return None if row is None else row[0]
 
 

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, Text
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import utcnow
-from core.db import HotStatement, table_of
+from core.db import Executor, HotStatement, table_of
 from core.models import Base, UTCDateTime
 
 EVENT_TYPES = ("notice.paid", "receipt.voided", "certificate.issued")
@@ -34,7 +34,7 @@ class OutboxEvent(Base):
 _INSERT_EVENT = HotStatement.insert(table_of(OutboxEvent))
 
 
-def emit(session: Session, event_type: str, data: dict[str, Any]) -> str:
+def emit(session: Executor, event_type: str, data: dict[str, Any]) -> str:
     """Write the event at once in the caller's transaction; returns its event id."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")

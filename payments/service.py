@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import HotStatement, table_of
+from core.db import Executor, HotStatement, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Department, Role, User
 from core.outbox import emit
@@ -164,7 +164,7 @@ def open_shift_id(session: Session, cashier: User, *, open_if_none: bool = True)
     return shift_id
 
 
-def find_payable_notice(session: Session, notice_number: str, *, cashier: User | None = None) -> PayableNotice:
+def find_payable_notice(session: Executor, notice_number: str, *, cashier: User | None = None) -> PayableNotice:
     """The notice, locked until the end of the transaction. Raises InvalidNoticeNumber for a
     mistyped number and NoticeNotFound for an unknown one."""
     number = normalise_notice_number(notice_number)
@@ -206,7 +206,8 @@ def confirm_payment(
     outbox event and the head's MAC, the same shape as bench/pgbench_confirm.sql. Every statement
     is a core.db.HotStatement and no ORM object is made: this runs for every payment, and the ORM
     cost more CPU than everything else in it. Callers build their responses after the commit."""
-    notice = find_payable_notice(session, notice_number, cashier=cashier if channel == Channel.CASHIER else None)
+    connection = session.connection()  # once: every statement below runs on it
+    notice = find_payable_notice(connection, notice_number, cashier=cashier if channel == Channel.CASHIER else None)
     now = utcnow()
     paid_at = paid_at or now
     check_payable(notice, paid_at, settings.timezone)
@@ -229,20 +230,20 @@ def confirm_payment(
     # ON CONFLICT DO NOTHING: the partial unique index (one confirmed payment per notice) or the
     # bank reference's says someone else was faster; nothing is written and no error aborts the
     # transaction, so a caller may carry on after the refusal without a savepoint.
-    payment_id = _INSERT_PAYMENT.scalar(session, row)
+    payment_id = _INSERT_PAYMENT.scalar(connection, row)
     if payment_id is None:
         raise NoticeAlreadyPaid(_("通知书 %(n)s 已经缴费，请勿重复收费。", n=notice.number))
-    _MARK_PAID.rows(session, {"paid_notice": notice.id})
+    _MARK_PAID.rows(connection, {"paid_notice": notice.id})
     # The receipt counter and the audit head are serialisation points: take them last, so that
     # their row locks are held for as short a time as possible.
-    receipt = issue_receipt(session, settings, notice_id=notice.id, notice_number=notice.number,
+    receipt = issue_receipt(connection, settings, notice_id=notice.id, notice_number=notice.number,
                             payment_id=payment_id, amount=amount,
                             issued_by=cashier.display_name if cashier else (bank_code or actor.name), issued_at=now)
-    append_audit(session, settings.audit_key, actor, "payment.confirmed", "payment", payment_id,
+    append_audit(connection, settings.audit_key, actor, "payment.confirmed", "payment", payment_id,
                  before={"notice_status": notice.status},
                  after={"notice": notice.number, "amount": amount, "channel": channel, "method": method,
                         "receipt": receipt.number, "bank_reference": bank_reference})
-    emit(session, "notice.paid", {
+    emit(connection, "notice.paid", {
         "notice_number": notice.number, "department": notice.department_code, "amount": amount, "currency": "CNY",
         "channel": channel, "receipt_number": receipt.number, "paid_at": paid_at.isoformat()})
     payment = ConfirmedPayment(

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow, zone
-from core.db import HotStatement, table_of
+from core.db import Executor, HotStatement, connection_of, table_of
 from core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from core.models import Role, User
 from core.outbox import emit
@@ -93,7 +93,7 @@ _BUMP_COUNTER = HotStatement(update(table_of(ReceiptCounter)).where(_COUNTERS.ye
 _INSERT_RECEIPT = HotStatement.insert(table_of(Receipt))
 
 
-def next_receipt_sequence(session: Session, year: int) -> int:
+def next_receipt_sequence(session: Executor, year: int) -> int:
     """Take the next number inside the caller's transaction; the counter row stays locked until
     commit, so a rollback gives the number back and concurrent payments queue here.
 
@@ -102,7 +102,7 @@ def next_receipt_sequence(session: Session, year: int) -> int:
     UPDATE found none, i.e. once a year."""
     number = _BUMP_COUNTER.scalar(session, {"counter_year": year})
     if number is None:
-        connection = session.connection()
+        connection = connection_of(session)
         insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
         # Concurrent first receipts of the year: one inserts, the others wait for it and insert nothing.
         connection.execute(insert(ReceiptCounter).values(year=year, last_number=0).on_conflict_do_nothing())
@@ -110,7 +110,7 @@ def next_receipt_sequence(session: Session, year: int) -> int:
     return int(number)
 
 
-def issue_receipt(session: Session, settings: ReceiptSettings, *, notice_id: int, notice_number: str,
+def issue_receipt(session: Executor, settings: ReceiptSettings, *, notice_id: int, notice_number: str,
                   payment_id: int, amount: int, issued_by: str, issued_at: datetime) -> IssuedReceipt:
     """Take the number and write the receipt at once (in the caller's transaction)."""
     year = issued_at.astimezone(zone(settings.timezone)).year

@@ -27,7 +27,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from core.audit import Actor, append_audit
 from core.clock import utcnow
-from core.db import HotStatement, table_of
+from core.db import Executor, HotStatement, table_of
 from core.errors import DomainError, NotFound, ValidationFailed, flatten_messages
 from notices.numbers import InvalidNoticeNumber, normalise_notice_number
 from notices.service import (
@@ -160,7 +160,7 @@ _SETTLE_EVENT = HotStatement(update(table_of(BankEvent)).where(_EVENTS.id == bin
 _CLAIM_EVENT = HotStatement.insert(table_of(BankEvent), on_conflict_do_nothing=True)
 
 
-def live_secrets(session: Session, code: str, now: datetime) -> list[str]:
+def live_secrets(session: Executor, code: str, now: datetime) -> list[str]:
     """The secrets that verify callbacks of an active bank right now (none: unknown or disabled)."""
     if not BANK_CODE.fullmatch(code):  # never registered (and a NUL in it would be a 500 on PostgreSQL)
         return []
@@ -212,7 +212,8 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
     MalformedCallback (400) or WebhookIdReused (409); anything else the bank gets is a 200."""
     headers = {k.lower(): v for k, v in headers.items()}
     now = utcnow()
-    verify_signature(live_secrets(session, bank_code, now), raw_body, headers)
+    connection = session.connection()  # once: the hot statements below run on it
+    verify_signature(live_secrets(connection, bank_code, now), raw_body, headers)
     webhook_id = headers["webhook-id"]
     if len(webhook_id) > MAX_WEBHOOK_ID or not webhook_id.isprintable():
         raise MalformedCallback(_("webhook-id 须为不超过 %(n)d 个可打印字符。", n=MAX_WEBHOOK_ID))
@@ -233,7 +234,7 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
 
     # Claim the identity first, in one statement: a concurrent delivery of the same event waits
     # on the unique index until this transaction ends, then inserts nothing and answers duplicate.
-    event_id = _claim_event(session, {
+    event_id = _claim_event(connection, {
         "bank_code": bank_code, "webhook_id": webhook_id, "body": raw_body.decode(), "body_sha256": body_hash,
         "headers": json.dumps(stored_headers(headers), ensure_ascii=False), "received_at": now,
         "result": "pending", "reason": None, "payment_id": None, "response_status": 200, "response_body": "{}"})
@@ -244,14 +245,14 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
 
     outcome = _Outcome()
     answer = _apply(session, settings, bank_code, data, outcome)
-    _SETTLE_EVENT.rows(session, {
+    _SETTLE_EVENT.rows(connection, {
         "event_id": event_id, "outcome": outcome.result, "outcome_reason": outcome.reason,
         "outcome_payment": outcome.payment_id, "answer_status": answer.status,
         "answer_body": json.dumps(answer.body, ensure_ascii=False)})
     return answer
 
 
-def _claim_event(session: Session, values: dict[str, Any]) -> int | None:
+def _claim_event(session: Executor, values: dict[str, Any]) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when the event is
     known (no savepoint needed: a conflict is not an error)."""
     event_id = _CLAIM_EVENT.scalar(session, values)
