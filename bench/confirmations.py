@@ -2,7 +2,8 @@
 same transaction, and notice issuing — one command, one run:
 
     .venv/bin/python -m bench.confirmations [--workers 3] [--clients 16,32] [--confirmations 2000]
-        [--rounds 3] [--paced 0.5] [--no-idempotency] [--profile] [--client raw|http.client|requests]
+        [--rounds 3] [--paced 0.5] [--goal-share 0.25] [--no-idempotency] [--profile]
+        [--client raw|http.client|requests]
 
 On a fresh PostgreSQL database (dropped and re-created: ``feeservice_bench_payments``):
 
@@ -28,7 +29,11 @@ On a fresh PostgreSQL database (dropped and re-created: ``feeservice_bench_payme
    verified (exit status 1 if not);
 8. pgbench ``bench/pgbench_confirm.sql`` (a): the same transaction in raw SQL, including the
    serialisation points (notice row lock, receipt counter, audit chain head) at 16 and 32 clients
-   on the same database.
+   on the same database;
+9. with gunicorn started again, cashier confirmations and bank callbacks at 16 and 32 clients in an
+   open loop paced at ``--goal-share`` (25 %) of pgbench's best rate at that client count: the
+   issue's goal (≥ 25 % of pgbench, p99 < 50 ms) as a service level. After pgbench, whose audit
+   rows carry no MAC, so the integrity check of step 7 does not cover them.
 
 Every measured phase runs ``--rounds`` times and the best round is reported (other processes on a
 shared machine only ever slow a round down); every round is listed too. Throughput is counted while
