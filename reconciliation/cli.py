@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import click
 from flask import Flask, current_app
+from flask_babel import gettext as _
 
 from core.audit import Actor
 from core.errors import DomainError
@@ -16,10 +17,13 @@ def register(app: Flask) -> None:
     @app.cli.command("scheduler")
     @click.option("--once", is_flag=True, help="catch up missed runs and run what is due now, then exit")
     def scheduler_command(once: bool) -> None:
-        """Run the nightly jobs (reconciliation, expiry, webhook delivery, clean-up) in the foreground."""
+        """Run the nightly jobs (reconciliation, expiry, webhook delivery, clean-up) in the foreground.
+        With --once the exit status is 1 when a run failed (for cron and monitoring)."""
         from reconciliation.scheduler import run_scheduler
 
-        run_scheduler(current_app._get_current_object(), once=once)  # type: ignore[attr-defined]
+        failed = run_scheduler(current_app._get_current_object(), once=once)  # type: ignore[attr-defined]
+        if failed:
+            raise click.ClickException(_("%(n)d 个任务运行失败，详见上方日志及 job_runs 表。", n=failed))
 
     @app.cli.group("statements", help="银行对账单 / bank statements")
     def statements() -> None:

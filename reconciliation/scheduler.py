@@ -376,22 +376,21 @@ class Runner:
         return [t for t in candidates if t not in claimed]
 
     def catch_up(self, *, routine: bool = False) -> int:
-        """Run every pending run, oldest first across jobs; returns how many were attempted."""
+        """Run every pending run, oldest first across jobs; returns how many failed (a database
+        that cannot be read counts as one failure)."""
         now = self.now()
         try:
             todo = sorted((t, index) for index, job in enumerate(self.jobs)
                           for t in self.pending(job, now, routine=routine))
         except Exception:
             log.exception("catch-up: could not read job_runs (database unavailable?)")
-            return 0
+            return 1
         if todo:
             log.info("catch-up: %d runs to do: %s", len(todo),
                      ", ".join(f"{self.jobs[i].name} {self._show(t)}" for t, i in todo))
         else:
             log.info("catch-up: nothing missed")
-        for scheduled_for, index in todo:
-            self.run(self.jobs[index], scheduled_for)
-        return len(todo)
+        return sum(self.run(self.jobs[index], scheduled_for) == FAILED for scheduled_for, index in todo)
 
     def _show(self, moment: datetime) -> str:
         return local(moment, self.timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -459,9 +458,10 @@ def _stdout_handler() -> logging.Handler:
 
 
 def run_scheduler(app: Flask, *, once: bool = False, jobs: Sequence[Job] | None = None,
-                  now: Callable[[], datetime] | None = None) -> None:
+                  now: Callable[[], datetime] | None = None) -> int:
     """Run the jobs in the foreground until SIGTERM/SIGINT; with once=True, catch up, run each
-    job whose latest scheduled time nobody claimed, and return (for tests and cron).
+    job whose latest scheduled time nobody claimed, and return (for tests and cron). Returns the
+    number of runs that failed (always 0 for the foreground scheduler, which logs and goes on).
 
     jobs and now replace the job table and the clock (tests)."""
     runner = Runner(app, jobs=tuple(jobs) if jobs is not None else DEFAULT_JOBS, now=now or utcnow)
@@ -478,8 +478,7 @@ def run_scheduler(app: Flask, *, once: bool = False, jobs: Sequence[Job] | None 
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         if once:
-            runner.catch_up(routine=True)
-            return
+            return runner.catch_up(routine=True)
         process = SchedulerProcess(runner)
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -497,6 +496,7 @@ def run_scheduler(app: Flask, *, once: bool = False, jobs: Sequence[Job] | None 
             for restored, old in previous.items():
                 signal.signal(restored, old)
         log.info("scheduler stopped")
+        return 0
     finally:
         log.removeHandler(handler)
         log.propagate, log.level = propagate, level

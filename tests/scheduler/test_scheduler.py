@@ -111,7 +111,7 @@ def test_a_failure_is_recorded_and_the_others_still_run(app: Flask, db: Database
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     broken, fine = Recorder(fail=True), Recorder()
     jobs = [Job("broken", broken, {"minute": "0"}), Job("fine", fine, {"minute": "0"})]
-    run_scheduler(app, once=True, jobs=jobs, now=fixed(at("2026-03-10 09:00:05")))
+    assert run_scheduler(app, once=True, jobs=jobs, now=fixed(at("2026-03-10 09:00:05"))) == 1  # failed runs
 
     assert len(broken.calls) == 1 and len(fine.calls) == 1
     by_job = {r.job: r for r in job_runs(db)}
@@ -199,10 +199,25 @@ def test_the_clean_up_prunes_old_claims_of_frequent_jobs_only(app: Flask, db: Da
     assert job_runs(db, "purge-idempotency-keys")[0].result == "purged 0 idempotency keys, 2 old job runs"
 
 
+def test_scheduler_once_exits_1_when_a_run_failed(app: Flask, db: Database,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cron and monitoring see a failed run in the exit status of `flask scheduler --once`."""
+    import reconciliation.scheduler
+
+    broken = (Job("broken", Recorder(fail=True), {"minute": "0"}),)
+    monkeypatch.setattr(reconciliation.scheduler, "DEFAULT_JOBS", broken)
+    failed = app.test_cli_runner().invoke(args=["scheduler", "--once"])
+    assert failed.exit_code == 1, failed.output
+    assert "1 个任务运行失败" in failed.output and "RuntimeError: boom" in failed.output
+    monkeypatch.setattr(reconciliation.scheduler, "DEFAULT_JOBS", (Job("fine", Recorder(), {"minute": "0"}),))
+    fine = app.test_cli_runner().invoke(args=["scheduler", "--once"])
+    assert fine.exit_code == 0, fine.output
+
+
 def test_the_real_jobs_once(app: Flask, db: Database) -> None:
     """The default table with the real functions: a week of reconciliations (one run per
     date), expiry, webhooks and clean-up, each claimed once; a second pass adds nothing."""
-    run_scheduler(app, once=True)
+    assert run_scheduler(app, once=True) == 0
     runs = job_runs(db)
     assert all(r.status == "succeeded" for r in runs), [(r.job, r.result) for r in runs]
     assert {r.job for r in runs} == {"reconcile", "expire-notices", "deliver-webhooks", "purge-idempotency-keys"}
