@@ -22,7 +22,7 @@ from sqlalchemy import CheckConstraint, Integer, String, Text, bindparam, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
-from core.db import Executor, HotStatement, connection_of, table_of
+from core.db import Executor, HotStatement, column_binds, connection_of, table_of
 from core.models import Base, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -103,7 +103,7 @@ _SET_HEAD_HASH = HotStatement(update(table_of(AuditChainHead)).where(_HEAD.id ==
 # PostgreSQL: the entry and the head's new hash in one statement (a data-modifying CTE), one round
 # trip less while the head row is locked. SQLite has no INSERT in a WITH: two statements there.
 _NEW_ENTRY = (insert(_ENTRIES)
-              .values({c.key: bindparam(c.key, type_=c.type) for c in _ENTRIES.c if not c.primary_key})
+              .values(column_binds(_ENTRIES))
               .returning(_ENTRIES.c.id).cte("new_entry"))
 _WRITE_ENTRY_AND_HEAD = HotStatement(update(table_of(AuditChainHead)).where(_HEAD.id == 1)
                                      .values(last_hash=bindparam("new_hash"))

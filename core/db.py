@@ -59,6 +59,11 @@ def table_of(model: type[Any]) -> Table:
     return table
 
 
+def column_binds(table: Table) -> dict[str, Any]:
+    """Every column but the generated key as a bind parameter named as the column: the VALUES of an
+    INSERT that must be given each column (leaving one out is an error, not a NULL)."""
+    return {c.key: bindparam(c.key, type_=c.type) for c in table.c if not c.primary_key}
+
 
 # Where a hot statement runs: a session (its connection, beginning its transaction if need be) or,
 # on a path that runs many of them, that connection itself (Session.connection() costs ~40 µs a call).
@@ -100,7 +105,7 @@ class HotStatement:
         (the transaction stays usable); it returns no row."""
 
         def build(dialect: str) -> Executable:
-            values = {c.key: bindparam(c.key, type_=c.type) for c in table.c if not c.primary_key}
+            values = column_binds(table)
             if on_conflict_do_nothing:
                 dml = postgresql.insert if dialect == "postgresql" else sqlite.insert
                 return dml(table).values(values).on_conflict_do_nothing().returning(*table.primary_key.columns)

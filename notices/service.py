@@ -223,8 +223,12 @@ def find_notice(session: Session, number_text: str, *, for_update: bool = False)
     number = normalise_notice_number(number_text)
     notice = session.scalar(_NOTICE_BY_NUMBER[for_update], {"notice_number": number})
     if notice is None:
-        raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
+        raise notice_not_found(number)
     return notice
+
+
+def notice_not_found(number: str) -> NoticeNotFound:
+    return NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
 
 
 def cancel_notice(session: Session, settings: NoticeSettings, clerk: User, number: str,

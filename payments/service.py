@@ -3,8 +3,9 @@ Also voids (冲红) and refunds, which change a payment and its receipt together
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
+from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -20,7 +21,7 @@ from core.models import Department, Role, User
 from core.outbox import emit
 from notices.models import Notice, NoticeStatus
 from notices.numbers import group_digits, normalise_notice_number
-from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, NoticeNotFound, find_notice
+from notices.service import NoticeAlreadyPaid, NoticeCancelled, NoticeExpired, find_notice, notice_not_found
 from payments.models import (
     PAYMENT_TRANSITIONS,
     CashierShift,
@@ -92,6 +93,10 @@ class ConfirmedPayment:
     refunded_at: datetime | None = None
     refund_method: str | None = None
     refund_reference: str | None = None
+
+
+# The fields of a ConfirmedPayment that are columns of the row written (all but id and the username).
+_WRITTEN_FIELDS = tuple(f.name for f in fields(ConfirmedPayment) if f.name not in ("id", "cashier_username"))
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ def find_payable_notice(session: Executor, notice_number: str, *, cashier: User 
     row = _PAYABLE_NOTICE.first(session, {"notice_number": number,
                                           "shift_cashier": cashier.id if cashier is not None else None})
     if row is None:
-        raise NoticeNotFound(_("没有编号为 %(n)s 的缴款通知书。", n=group_digits(number)))
+        raise notice_not_found(number)
     return PayableNotice(*row)
 
 
@@ -218,11 +223,10 @@ def confirm_payment(
     shift_id = notice.open_shift_id
     if channel == Channel.CASHIER and cashier is not None and shift_id is None:
         shift_id = open_shift_id(session, cashier)
-    cashier_id = cashier.id if cashier else None
-    row = {
+    row: dict[str, Any] = {
         "notice_id": notice.id, "notice_number_given": notice.number, "channel": channel, "method": method,
         "amount": amount, "currency": "CNY", "status": PaymentStatus.CONFIRMED, "flag_reason": None,
-        "reference": reference, "cashier_id": cashier_id, "shift_id": shift_id,
+        "reference": reference, "cashier_id": cashier.id if cashier else None, "shift_id": shift_id,
         "bank_code": bank_code, "bank_reference": bank_reference, "payer_name": payer_name, "paid_at": paid_at,
         "recorded_at": now, "refund_due_at": None, "refund_due_reason": None, "refunded_at": None,
         "refunded_by_id": None, "refund_method": None, "refund_reference": None,
@@ -246,11 +250,8 @@ def confirm_payment(
     emit(connection, "notice.paid", {
         "notice_number": notice.number, "department": notice.department_code, "amount": amount, "currency": "CNY",
         "channel": channel, "receipt_number": receipt.number, "paid_at": paid_at.isoformat()})
-    payment = ConfirmedPayment(
-        id=int(payment_id), notice_number_given=notice.number, channel=channel, method=method, amount=amount,
-        status=PaymentStatus.CONFIRMED, reference=reference, cashier_id=cashier_id,
-        cashier_username=cashier.username if cashier else None, shift_id=shift_id,
-        bank_code=bank_code, bank_reference=bank_reference, paid_at=paid_at, recorded_at=now)
+    payment = ConfirmedPayment(id=int(payment_id), cashier_username=cashier.username if cashier else None,
+                               **{name: row[name] for name in _WRITTEN_FIELDS})
     return Confirmation(payment=payment, receipt=receipt, notice=notice)
 
 

@@ -260,7 +260,7 @@ def _claim_event(session: Executor, values: dict[str, Any]) -> int | None:
 
 
 def _parse_json(raw_body: bytes, message: Callable[[], str]) -> Any:
-    """`message` is translated only when the body is refused (gettext costs ~0.2 ms a call)."""
+    """`message` is translated only when the body is refused (the valid callback needs no text)."""
     # RecursionError: a validly signed `[[[[…]]]]` nested deeper than the parser goes.
     try:
         return json.loads(raw_body)
