@@ -10,16 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from flask import Flask, current_app
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import Engine, Executable, Table, bindparam, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ClauseElement
 
+from core.errors import DomainError
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class OutcomeUnknown(DomainError):
+    """The COMMIT was sent but its answer never came (the connection dropped): the transaction may
+    or may not have taken effect. Never report that as "nothing written"."""
+
+    status = 503
+    code = "outcome-unknown"
+    title = _l("无法确认操作是否已生效")
+
+
+def commit(session: Session) -> None:
+    """Flush, then commit. A failure while flushing is an ordinary error (nothing was written);
+    losing the connection during the COMMIT itself leaves the outcome unknown."""
+    session.flush()
+    try:
+        session.commit()
+    except (OperationalError, InterfaceError) as error:
+        raise OutcomeUnknown(str(_l(
+            "提交时与数据库的连接中断，无法确认操作是否已生效。请带同一 Idempotency-Key 重试："
+            "若已生效，将返回第一次的结果；未带该键的请求请先查询状态再决定是否重试。"))) from error
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -174,6 +200,8 @@ class Database:
         self.read_sessions = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
         )
+        # The request's one transaction while shared_unit_of_work() runs (see request_unit_of_work).
+        self.shared: ContextVar[Session | None] = ContextVar(f"feeservice_shared_uow_{id(self)}", default=None)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -181,12 +209,36 @@ class Database:
         session = self.write_sessions()
         try:
             yield session
-            session.commit()
+            commit(session)
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def shared_unit_of_work(self) -> Iterator[Session]:
+        """One write transaction that every request_unit_of_work() inside it joins instead of
+        opening its own: so an idempotency key's stored result commits with the work it records."""
+        if self.shared.get() is not None:
+            raise RuntimeError("shared_unit_of_work() does not nest")
+        with self.unit_of_work() as session:
+            token = self.shared.set(session)
+            try:
+                yield session
+            finally:
+                self.shared.reset(token)
+
+    @contextmanager
+    def request_unit_of_work(self) -> Iterator[Session]:
+        """The entry points' unit of work: the enclosing shared one (which commits or rolls back
+        for everything), or a transaction of its own."""
+        joined = self.shared.get()
+        if joined is not None:
+            yield joined
+            return
+        with self.unit_of_work() as session:
+            yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -213,7 +265,7 @@ def get_db() -> Database:
 
 
 def unit_of_work() -> Any:
-    return get_db().unit_of_work()
+    return get_db().request_unit_of_work()
 
 
 def reading() -> Any:

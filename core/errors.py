@@ -135,8 +135,13 @@ def _handle_domain_error(error: DomainError) -> Any:
     title = str(error.title)
     detail = error.detail or title
     if wants_problem_json():
-        return problem_response(error.status, error.code, title, detail, **error.extra)
-    return render_error_page(error.status, title, detail)
+        response = problem_response(error.status, error.code, title, detail, **error.extra)
+    else:
+        page, _status = render_error_page(error.status, title, detail)
+        response = Response(page, status=error.status, mimetype="text/html")
+    if error.status == 503:  # the outcome of a lost commit: the client should come back
+        response.headers["Retry-After"] = "5"
+    return response
 
 
 def _handle_http_exception(error: HTTPException) -> Any:

@@ -1,10 +1,12 @@
 """Idempotency keys (API.md): the same key and body from the same client replays the first
-response; another body is refused; a key still in flight answers 409.
+response; another body is refused.
 
-The key is claimed in its own short transaction before the request runs, so a concurrent
-duplicate sees it at once; the response is stored when the request ends. A request that failed
-unexpectedly (5xx) releases its key so that the client's retry runs again; the database
-constraints (one confirmed payment per notice) make that retry safe.
+The key is claimed in the same transaction as the work it guards, and the response is stored in
+that transaction before it commits: there is no moment when a payment is committed and its key's
+result is not. A concurrent duplicate waits on the key's unique index until the first request's
+transaction ends, then replays what it stored (or, if that one rolled back, runs itself). A
+refusal (4xx) writes nothing, so it is stored afterwards on its own; an unexpected failure (5xx)
+stores nothing, and the client's retry runs again.
 """
 
 from __future__ import annotations
@@ -82,12 +84,16 @@ _COMPLETE = HotStatement(update(_KEYS).where(_KEYS.c.client == bindparam("done_c
                                  response_type=bindparam("done_type"), response_body=bindparam("done_body")))
 
 
-def _insert_claim(session: Session, client: str, key: str, print_: str, now: datetime) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: True when this request claimed the key.
-    A concurrent first claim not yet committed makes it wait, as the unique index always did."""
-    return _CLAIM.first(session, {"client": client, "key": key, "fingerprint": print_, "created_at": now,
-                                  "completed_at": None, "response_status": None, "response_type": None,
-                                  "response_body": None}) is not None
+def _insert_claim(session: Session, client: str, key: str, print_: str, now: datetime,
+                  response: StoredResponse | None = None) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: True when this request claimed the key (with
+    its response already, when given). A concurrent first claim not yet committed makes it wait."""
+    return _CLAIM.first(session, {
+        "client": client, "key": key, "fingerprint": print_, "created_at": now,
+        "completed_at": None if response is None else now,
+        "response_status": None if response is None else response.status,
+        "response_type": None if response is None else response.content_type,
+        "response_body": None if response is None else response.body}) is not None
 
 
 def _existing(session: Session, client: str, key: str) -> IdempotencyRecord | None:
@@ -133,10 +139,17 @@ def complete(session: Session, client: str, key: str, response: StoredResponse) 
 
 
 def release(session: Session, client: str, key: str) -> None:
+    """Let go of a claim whose request failed unexpectedly (claims in a transaction of their own)."""
     session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == key,
                                         IdempotencyRecord.completed_at.is_(None))
     )
+
+
+def store_refusal(session: Session, client: str, key: str, print_: str, response: StoredResponse) -> None:
+    """Keep a refusal for replay, after its own transaction rolled back. A request that claimed the
+    key meanwhile (a duplicate that ran once this one let go) wins: its answer is the one replayed."""
+    _insert_claim(session, client, key, print_, utcnow(), response)
 
 
 def purge_expired(session: Session, now: datetime | None = None) -> int:

@@ -10,10 +10,12 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from core import idempotency
+from core.api_idempotency import run_once
 from core.auth import page_roles, page_user
 from core.clock import today, utcnow
 from core.db import reading, unit_of_work
 from core.errors import DomainError
+from core.idempotency import IdempotencyKeyInUse, IdempotencyKeyReuse
 from core.models import Role
 from core.money import yuan_to_fen
 from notices.numbers import group_digits
@@ -82,26 +84,26 @@ def pay() -> Any:
     client = f"user:{cashier_user.id}"
     form_key = "cashier-form:" + key
     print_ = idempotency.fingerprint("POST", "/cashier/pay", f'["{number}",{amount_text},"{method}"]'.encode())
+
+    def pay_once() -> Response:
+        try:
+            with unit_of_work() as session:
+                confirmation = service.confirm_cashier_payment(
+                    session, receipt_settings(current_app.config), cashier_user, notice_number=number,
+                    amount=int(amount_text), method=method)
+        except DomainError as error:
+            return current_app.make_response(fail(error.detail or str(error.title)))
+        return Response(confirmation.receipt.number, status=303, mimetype="text/plain")
+
     try:
-        with unit_of_work() as session:
-            stored = idempotency.claim(session, client, form_key, print_)
-    except DomainError as error:
+        # A refusal is not kept: the page offers a fresh key with its message.
+        outcome, _replayed = run_once(client, form_key, print_, pay_once, keep_refusals=False)
+    except (IdempotencyKeyReuse, IdempotencyKeyInUse) as error:
         return fail(error.detail or str(error.title))
-    if stored is not None:  # a double click or a resubmitted form: show the receipt of the first
-        return redirect(url_for("payments.receipt", number=stored.body), 303)
-    try:
-        with unit_of_work() as session:
-            confirmation = service.confirm_cashier_payment(
-                session, receipt_settings(current_app.config), cashier_user, notice_number=number,
-                amount=int(amount_text), method=method)
-            receipt_number = confirmation.receipt.number
-    except DomainError as error:
-        with unit_of_work() as session:
-            idempotency.release(session, client, form_key)
-        return fail(error.detail or str(error.title))
-    with unit_of_work() as session:
-        idempotency.complete(session, client, form_key, idempotency.StoredResponse(303, "text/plain", receipt_number))
-    return redirect(url_for("payments.receipt", number=receipt_number), 303)
+    if outcome.status_code != 303:
+        return outcome
+    # First time or a double click / resubmitted form: show the receipt of the one payment.
+    return redirect(url_for("payments.receipt", number=outcome.get_data(as_text=True)), 303)
 
 
 @bp.route("/cashier/receipts/<number>")

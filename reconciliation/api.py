@@ -67,7 +67,7 @@ def upload_statement(form: dict[str, Any], files: dict[str, Any]) -> dict[str, A
 
 @blp.route("/reconciliation/runs", methods=["POST"])
 @api_roles(Role.FINANCE)
-@idempotent
+@idempotent(own_transactions=True)
 @blp.arguments(RunIn)
 @blp.response(201, RunOut)
 @blp.doc(security=BEARER)
