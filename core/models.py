@@ -90,6 +90,11 @@ class User(Base):
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Bumped whenever the user is disabled or the password changes (core.signin listens for it):
+    #: a signed-in session records the generation it began in and is refused once they differ, so
+    #: old cookies die whichever code path disabled the user or set the password.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     department: Mapped[Department | None] = relationship(lazy="joined")
 
@@ -124,3 +129,49 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class UserSession(Base):
+    """One signed-in page session. The cookie carries a random id; only its SHA-256 is stored, so
+    reading this table does not let anyone take a session over."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (
+        Index("ix_user_sessions_token_hash", "token_hash", unique=True),
+        Index("ix_user_sessions_user_id", "user_id", "ended_at"),
+        CheckConstraint("end_reason IS NULL OR end_reason IN ('logout','idle','revoked')", name="end_reason_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    generation: Mapped[int] = mapped_column()
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class LoginAttempt(Base):
+    """A sign-in attempt, for throttling across workers and nodes (API.md, Sign-in protection).
+
+    `outcome` is 'failed' from the moment the attempt is counted until the password proved right
+    ('succeeded'); an attempt refused by the throttle is 'refused' and counts for nothing. A success
+    sets `cleared` on that username's failures: they stop counting for the username, not for the
+    address."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+        Index("ix_login_attempts_at", "at"),
+        CheckConstraint("outcome IN ('failed','succeeded','refused')", name="outcome_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))
+    cleared: Mapped[bool] = mapped_column(default=False)
