@@ -6,6 +6,14 @@ a deleted entry leaves a gap in the sequence (or a head that runs past the last 
 one chain over per-stream chains because it makes deletions detectable without a separate
 anchoring job; the price is one serialisation point (the head row, locked until commit), which
 the payment benchmark measures.
+
+What the chain alone cannot show is a cut at the end: whoever deletes the newest entries and
+winds the head back (or truncates everything) leaves a shorter chain that is still consistent,
+and an insider with the key can even re-chain altered history. Hence the database refuses
+TRUNCATE and lets the head only move forward (migration 0005), and every business date's final
+head is recorded and published as an anchor (core.audit_anchors): a chain that no longer reaches
+an anchor, or reaches it with another hash, fails `verify_audit_chain`, and a copy of the anchors
+kept outside the database cannot be rewritten by anyone inside it.
 """
 
 from __future__ import annotations
@@ -13,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Integer, String, Text, bindparam, insert, select, update
+from sqlalchemy import CheckConstraint, Date, Integer, String, Text, bindparam, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import utcnow
@@ -54,6 +63,22 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditAnchor(Base):
+    """The chain head at the end of one business date (last_seq 0: no entry yet), as published."""
+
+    __tablename__ = "audit_anchors"
+    __table_args__ = (CheckConstraint("last_seq >= 0", name="last_seq_not_negative"),
+                      CheckConstraint("entries >= 0", name="entries_not_negative"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_date: Mapped[date] = mapped_column(Date, unique=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    #: entries in the chain up to last_seq (equal to it while nothing is missing)
+    entries: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True)
@@ -145,24 +170,74 @@ def append_audit(
     return int(seq)
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head someone saved: from the audit_anchors table, or from a file of published ones."""
+
+    business_date: date
+    last_seq: int
+    last_hash: str
+    entries: int | None = None  # a saved copy may leave it out
+
+
+class AnchorProblem(StrEnum):
+    MISSING = "missing"  #: the log ends before the anchor's entry: the newest entries were cut off
+    REWRITTEN = "rewritten"  #: the entry at the anchor's seq has another hash: history was rewritten
+    COUNT = "count"  #: fewer (or more) entries up to the anchor's seq than when it was taken
+    UNRECORDED = "unrecorded"  #: a saved anchor the database no longer holds
+    DIFFERS = "differs"  #: a saved anchor that is not what the database holds for that date
+
+
+@dataclass(frozen=True)
+class AnchorMismatch:
+    anchor: Anchor
+    source: str  # "database" or "file"
+    problem: AnchorProblem
+    found: str | int | None = None  # the hash (REWRITTEN), count (COUNT) or database's seq (DIFFERS) found
+
+
 @dataclass
 class AuditReport:
     entries: int = 0
+    last_seq: int = 0  #: the newest entry's seq (0: none)
     first_altered: int | None = None
     deleted: list[int] = field(default_factory=list)
     head_missing: bool = False
     #: the head row does not point at the last entry (e.g. the tail was deleted and the head's
     #: counter wound back, or the head was rewound below entries that exist)
     head_mismatch: bool = False
+    anchors_checked: int = 0  #: anchors of the audit_anchors table
+    file_anchors_checked: int = 0  #: anchors given by the caller (a saved copy of the published ones)
+    latest_anchor: Anchor | None = None
+    anchor_mismatches: list[AnchorMismatch] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        """The log is empty although anchors say it had entries."""
+        return self.entries == 0 and any(m.problem is AnchorProblem.MISSING for m in self.anchor_mismatches)
 
     @property
     def ok(self) -> bool:
         return (self.first_altered is None and not self.deleted and not self.head_missing
-                and not self.head_mismatch)
+                and not self.head_mismatch and not self.anchor_mismatches)
 
 
-def verify_audit_chain(session: Session, key: str) -> AuditReport:
+def load_anchors(session: Session) -> list[Anchor]:
+    return [Anchor(a.business_date, a.last_seq, a.last_hash, a.entries)
+            for a in session.scalars(select(AuditAnchor).order_by(AuditAnchor.business_date))]
+
+
+def verify_audit_chain(session: Session, key: str, saved: Sequence[Anchor] = ()) -> AuditReport:
+    """Check every entry's MAC and link, the head, and the chain against the database's anchors and
+    any `saved` ones (a copy of the published anchors kept outside the database).
+
+    One pass over the entries, oldest first; the hashes at anchored seqs are kept on the way."""
     report = AuditReport()
+    recorded = load_anchors(session)
+    report.anchors_checked, report.file_anchors_checked = len(recorded), len(saved)
+    report.latest_anchor = recorded[-1] if recorded else None
+    anchored = {a.last_seq for a in (*recorded, *saved)}
+    seen: dict[int, tuple[str, int]] = {0: (GENESIS_HASH, 0)}  # seq → (hash, entries up to it)
     expected_seq = 1
     prev_hash = GENESIS_HASH
     entries = session.scalars(
@@ -176,8 +251,11 @@ def verify_audit_chain(session: Session, key: str) -> AuditReport:
             report.first_altered = entry.seq
         if not hmac.compare_digest(_mac(key, _columns_of(entry)), entry.hash) and report.first_altered is None:
             report.first_altered = entry.seq
+        if entry.seq in anchored:
+            seen[entry.seq] = (entry.hash, report.entries)
         prev_hash = entry.hash
         expected_seq = entry.seq + 1
+    report.last_seq = expected_seq - 1
     head = session.get(AuditChainHead, 1)
     if head is None:
         report.head_missing = True
@@ -185,4 +263,30 @@ def verify_audit_chain(session: Session, key: str) -> AuditReport:
         report.deleted.extend(range(expected_seq, head.last_seq + 1))
     elif head.last_seq != expected_seq - 1 or not hmac.compare_digest(head.last_hash, prev_hash):
         report.head_mismatch = True
+    by_date = {a.business_date: a for a in recorded}
+    for source, anchors in (("database", recorded), ("file", saved)):
+        for anchor in anchors:
+            report.anchor_mismatches.extend(_check_anchor(anchor, source, seen, by_date))
+    report.anchor_mismatches.sort(key=lambda m: (m.anchor.last_seq, m.anchor.business_date, m.source != "file"))
     return report
+
+
+def _check_anchor(anchor: Anchor, source: str, seen: Mapping[int, tuple[str, int]],
+                  recorded: Mapping[date, Anchor]) -> list[AnchorMismatch]:
+    problems: list[AnchorMismatch] = []
+    if source == "file":
+        mine = recorded.get(anchor.business_date)
+        if mine is None:
+            problems.append(AnchorMismatch(anchor, source, AnchorProblem.UNRECORDED))
+        elif (mine.last_seq, mine.last_hash) != (anchor.last_seq, anchor.last_hash):
+            problems.append(AnchorMismatch(anchor, source, AnchorProblem.DIFFERS, mine.last_seq))
+    found = seen.get(anchor.last_seq)
+    if found is None:
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.MISSING))
+        return problems
+    found_hash, count = found
+    if not hmac.compare_digest(found_hash, anchor.last_hash):
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.REWRITTEN, found_hash))
+    elif anchor.entries is not None and anchor.entries != count:
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.COUNT, count))
+    return problems

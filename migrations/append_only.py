@@ -63,3 +63,20 @@ def drop(table: str, name: str) -> None:
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
     else:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def refuse_truncate(*tables: str) -> None:
+    """PostgreSQL: the tables refuse TRUNCATE, which row-level DELETE triggers never see (a
+    statement-level trigger). SQLite has no TRUNCATE: its DELETE triggers cover `DELETE FROM t`."""
+    if _dialect() != "postgresql":
+        return
+    _ensure_pg_refuse_function()
+    for table in tables:
+        op.execute(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION feesvc_refuse_change()")
+
+
+def allow_truncate(*tables: str) -> None:
+    if _dialect() == "postgresql":
+        for table in tables:
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")

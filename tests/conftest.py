@@ -1,8 +1,8 @@
 """Shared fixtures.
 
 The database is chosen by TEST_DATABASE_URL (default: a SQLite file per test). On PostgreSQL
-every test starts from empty tables (TRUNCATE, which the append-only triggers do not block);
-on SQLite every test gets a copy of a freshly migrated template file.
+every test starts from empty tables (TRUNCATE with the append-only triggers silenced for that one
+transaction, see _truncate_all); on SQLite every test gets a copy of a freshly migrated template file.
 Under CI=true, a test that would be skipped for a missing PostgreSQL, browser or font fails.
 """
 
@@ -62,6 +62,11 @@ def _truncate_all(url: str) -> None:
     engine = create_engine(url)
     tables = ", ".join(t.name for t in metadata.sorted_tables)
     with engine.begin() as conn:
+        # The append-only tables refuse TRUNCATE (migration 0005). The replica role skips ordinary
+        # triggers, the refusals included, for this transaction only (SET LOCAL; the tests connect
+        # as a superuser): nothing else ever sees an unprotected table, and unlike ALTER TABLE …
+        # DISABLE TRIGGER it is no DDL to undo if the process dies half-way.
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         conn.execute(text("INSERT INTO audit_chain_head (id, last_seq, last_hash) "
                           "VALUES (1, 0, :h)"), {"h": "0" * 64})

@@ -53,7 +53,7 @@ def verify(db: Database, key: str = AUDIT_KEY) -> Any:
 
 
 @contextmanager
-def attacker(db: Database, tables: Sequence[str] = ("audit_entries",)) -> Iterator[Connection]:
+def attacker(db: Database, tables: Sequence[str] = ("audit_entries", "audit_chain_head")) -> Iterator[Connection]:
     """A connection on which the append-only triggers of `tables` are out of the way."""
     with db.engine.begin() as conn:
         if is_postgres(db):
