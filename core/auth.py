@@ -5,17 +5,20 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, redirect, request, url_for
+from flask import Flask, current_app, flash, g, redirect, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import LoginManager, current_user
 from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
+from core import signin
 from core.audit import Actor
-from core.db import reading
+from core.clock import utcnow
+from core.db import reading, unit_of_work
 from core.errors import Forbidden, Unauthorized
 from core.models import ApiToken, User
 from core.users import hash_token, user_for_token
@@ -94,11 +97,47 @@ def init_auth(app: Flask) -> None:
     login_manager.login_message = None  # the login page explains itself
 
 
+# The page session's id in the (signed) Flask session cookie; the server keeps its state.
+SESSION_ID_KEY = "feesvc_sid"
+
+
+def idle_limit() -> timedelta:
+    return timedelta(minutes=float(current_app.config.get("FEESVC_SESSION_IDLE_MINUTES", 30)))
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    with reading() as session:
-        user = session.get(User, int(user_id))
-        return user if user is not None and user.active else None
+    """The signed-in user only while the server-side session is open: a cookie kept after logout,
+    idle time, a disable or a password change is refused (issue 10, defect 4)."""
+    token = session.get(SESSION_ID_KEY)
+    if not isinstance(token, str):
+        return None  # a cookie from before server-side sessions, or forged without an id
+    now = utcnow()
+    with reading() as db_session:
+        check = signin.check_session(db_session, token, now, idle_limit())
+    if check.verdict in {"touch", "idle", "revoked"} and check.session_id is not None:
+        with unit_of_work() as db_session:
+            if check.verdict == "touch":
+                signin.touch_session(db_session, check.session_id, now)
+            else:
+                signin.end_session(db_session, audit_key(), check.session_id, check.verdict, now)
+    if check.user is None or str(check.user.id) != user_id:
+        _forget_session(check.verdict)
+        return None
+    return check.user
+
+
+def _forget_session(verdict: str) -> None:
+    """Drop the dead session from the cookie and say why on the sign-in page."""
+    session.pop(SESSION_ID_KEY, None)
+    session.pop("_user_id", None)
+    session.pop("_fresh", None)
+    if not g.get("feesvc_session_flashed"):
+        g.feesvc_session_flashed = True
+        if verdict == "idle":
+            flash(_("您已长时间未操作，为安全起见已自动退出，请重新登录。"), "error")
+        elif verdict in {"revoked", "ended"}:
+            flash(_("登录已失效，请重新登录。"), "error")
 
 
 def bearer_user() -> User | None:

@@ -39,6 +39,10 @@ def load_config(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": env.get("FEESVC_INSECURE_COOKIES", "") != "1",
         "REMEMBER_COOKIE_SECURE": env.get("FEESVC_INSECURE_COOKIES", "") != "1",
         "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        # A signed-in page session ends after this many minutes without a request (API.md).
+        "FEESVC_SESSION_IDLE_MINUTES": _positive_float(env.get("FEESVC_SESSION_IDLE_MINUTES"), 30.0,
+                                                       "FEESVC_SESSION_IDLE_MINUTES"),
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": env.get("FEESVC_TIMEZONE", "Asia/Shanghai"),
@@ -50,6 +54,19 @@ def load_config(instance_path: str) -> dict[str, Any]:
         "OPENAPI_JSON_PATH": "openapi.json",
         "JSON_SORT_KEYS": False,
     }
+
+
+def _positive_float(raw: str | None, default: float, name: str) -> float:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        # Refuse to start rather than run with sessions that never (or always) time out.
+        raise ValueError(f"{name} must be a positive number of minutes, not {raw!r}")
+    return value
 
 
 def _instance_secret(instance_path: str) -> str:

@@ -15,6 +15,8 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    event,
+    inspect,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -113,6 +115,22 @@ class User(Base):
 
     def get_id(self) -> str:
         return str(self.id)
+
+
+def _end_sessions(target: User, *_args: Any) -> None:
+    # Only for a user already stored: constructing a User sets these attributes too. The new value
+    # is a SQL expression, so that two concurrent changes both count and nothing has to be loaded.
+    if inspect(target).has_identity:
+        target.session_generation = User.session_generation + 1
+
+
+def _on_active_set(target: User, value: Any, *_args: Any) -> None:
+    if value is False:
+        _end_sessions(target)
+
+
+event.listen(User.active, "set", _on_active_set)
+event.listen(User.password_hash, "set", _end_sessions)
 
 
 class ApiToken(Base):
