@@ -29,4 +29,7 @@ def code128_svg(number: str) -> str:
                       "font_size": 0, "write_text": False, "compress": False},
     )
     svg = out.getvalue().decode()
-    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: it is inlined in HTML
+    svg = svg[svg.index("<svg"):]  # drop the XML prolog and doctype: it is inlined in HTML
+    # The page's Content-Security-Policy (style-src 'self') refuses style attributes, which would
+    # leave the white background rect black; presentation attributes are not styles and pass.
+    return svg.replace('style="fill:black;"', 'fill="black"').replace('style="fill:white"', 'fill="white"')

@@ -269,3 +269,63 @@ def test_window_clerk_of_another_department_gets_a_chinese_403(page: Any, live_s
     assert response is not None and response.status in (404, 422)
     assert re.search(r"[\u4e00-\u9fff]", page.locator("main h1").inner_text())
     screenshot(page, "17-bad-notice-number")
+
+
+# Collected before any page script runs (Playwright's init scripts are not subject to the page's CSP).
+_CSP_LISTENER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', function (e) {
+  window.__cspViolations.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline') + ' ' + (e.sample || ''));
+});
+"""
+
+
+def _csp_violations(page: Any) -> list[str]:
+    return list(page.evaluate("window.__cspViolations"))
+
+
+def test_no_page_breaks_the_content_security_policy(page: Any, live_server: LiveServer) -> None:
+    """Every page, as each role sees it, with its scripts at work: nothing is refused by the CSP
+    (the page fixture also fails on the console error a refusal logs)."""
+    page.context.add_init_script(_CSP_LISTENER)
+    number = live_server.notices["BDC"]
+    seen: dict[str, list[str]] = {}
+
+    def visit(path: str) -> None:
+        response = page.goto(path)
+        assert response is not None and response.ok, path
+        assert "frame-ancestors 'none'" in (response.header_value("content-security-policy") or "")
+        page.wait_for_load_state("load")
+        if violations := _csp_violations(page):
+            seen[path] = violations
+
+    for path in ("/", "/fees", "/login", "/verify/2026-00000001?code=X"):
+        visit(path)
+    for who, paths in {
+        "window": ["/", "/notices/new", "/notices", f"/notices/{number}"],
+        "cashier": ["/cashier", f"/cashier?number={number}", "/cashier/shift"],
+        "finance": ["/finance"],
+        "admin": ["/admin/webhooks"],
+    }.items():
+        sign_in(page, live_server.staff.usernames[who])
+        for path in paths:
+            visit(path)
+        page.context.clear_cookies()
+    # The pages' own scripts ran (app.js): the notice form totals its first line as it is chosen.
+    sign_in(page, live_server.staff.usernames["window"])
+    page.goto("/notices/new")
+    page.locator("tr[data-line] select").first.select_option(index=1)
+    page.wait_for_function("document.getElementById('form-total').textContent !== '0.00'")
+    assert not seen, seen
+    # And the listener does see a refusal: an inline script added to another tab (whose console
+    # errors the page fixture does not watch) is blocked and reported.
+    other = page.context.new_page()
+    try:
+        other.goto("/")
+        other.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.x = 1';"
+                       " document.body.appendChild(s); }")
+        other.wait_for_function("window.__cspViolations.length > 0")
+        assert any("script-src" in v for v in _csp_violations(other))
+        assert other.evaluate("window.x") is None
+    finally:
+        other.close()

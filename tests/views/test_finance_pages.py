@@ -216,7 +216,7 @@ def test_a_run_at_work_is_shown_as_running(finance: FlaskClient, db: Database) -
         run_id = working.id
     desk = finance.get("/finance").get_data(as_text=True)
     assert re.search(rf'data-run-id="{run_id}".*?进行中.*?对账进行中，完成后显示合计', desk, re.S)
-    assert "location.reload()" in desk  # it looks again until the run is done
+    assert 'data-reload-after="5000"' in desk  # it looks again until the run is done (core/static/app.js)
     page = finance.get(f"/finance/runs/{run_id}").get_data(as_text=True)
     assert "进行中" in page and "页面会自动刷新" in page
 
