@@ -71,7 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask, api: Api) -> None:
-    from core import api_guard
+    from core import anchors_api, anchors_views, api_guard
     from core import views as core_views
     from fees import api as fees_api
     from fees import views as fees_views
@@ -87,6 +87,8 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from webhooks import views as webhooks_views
 
     app.register_blueprint(core_views.bp)
+    app.register_blueprint(anchors_views.bp)
+    api.register_blueprint(anchors_api.blp)  # public GET only: no CSRF to exempt
     app.register_blueprint(fees_views.bp)
     app.register_blueprint(notices_views.bp)
     app.register_blueprint(payments_views.bp)

@@ -274,19 +274,36 @@ def verify_audit_chain(session: Session, key: str, saved: Sequence[Anchor] = ())
 def _check_anchor(anchor: Anchor, source: str, seen: Mapping[int, tuple[str, int]],
                   recorded: Mapping[date, Anchor]) -> list[AnchorMismatch]:
     problems: list[AnchorMismatch] = []
+    found = seen.get(anchor.last_seq)
+    if found is None:
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.MISSING))
+    elif not hmac.compare_digest(found[0], anchor.last_hash):
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.REWRITTEN, found[0]))
+    elif anchor.entries is not None and anchor.entries != found[1]:
+        problems.append(AnchorMismatch(anchor, source, AnchorProblem.COUNT, found[1]))
+    # What the log shows first (above); then whether the database still holds what was published.
     if source == "file":
         mine = recorded.get(anchor.business_date)
         if mine is None:
             problems.append(AnchorMismatch(anchor, source, AnchorProblem.UNRECORDED))
         elif (mine.last_seq, mine.last_hash) != (anchor.last_seq, anchor.last_hash):
             problems.append(AnchorMismatch(anchor, source, AnchorProblem.DIFFERS, mine.last_seq))
-    found = seen.get(anchor.last_seq)
-    if found is None:
-        problems.append(AnchorMismatch(anchor, source, AnchorProblem.MISSING))
-        return problems
-    found_hash, count = found
-    if not hmac.compare_digest(found_hash, anchor.last_hash):
-        problems.append(AnchorMismatch(anchor, source, AnchorProblem.REWRITTEN, found_hash))
-    elif anchor.entries is not None and anchor.entries != count:
-        problems.append(AnchorMismatch(anchor, source, AnchorProblem.COUNT, count))
     return problems
+
+
+def first_broken_link(session: Session, key: str, after: tuple[int, str], upto: int) -> int | None:
+    """The first seq in (after[0], upto] that is missing, altered or not linked to its predecessor
+    (after[1]: the hash the segment must start from); None when the segment is intact."""
+    expected_seq, prev_hash = after[0] + 1, after[1]
+    segment = session.scalars(
+        select(AuditEntry).where(AuditEntry.seq > after[0], AuditEntry.seq <= upto)
+        .order_by(AuditEntry.seq).execution_options(yield_per=2000))
+    try:
+        for entry in segment:
+            if (entry.seq != expected_seq or entry.prev_hash != prev_hash
+                    or not hmac.compare_digest(_mac(key, _columns_of(entry)), entry.hash)):
+                return expected_seq if entry.seq > expected_seq else entry.seq
+            prev_hash, expected_seq = entry.hash, entry.seq + 1
+    finally:
+        segment.close()  # a server-side cursor on PostgreSQL (yield_per), left open by an early return
+    return None if expected_seq > upto else expected_seq

@@ -182,9 +182,23 @@ def prune_job_runs(session: Session, jobs: Sequence[Job], now: datetime) -> int:
     return removed
 
 
+def anchor_audit(ctx: JobContext) -> str:
+    """Record and publish the audit chain head of the previous business date (core.audit_anchors)."""
+    from core.audit_anchors import anchor_audit_day
+
+    day = previous_business_date(ctx)
+    with ctx.database.unit_of_work() as session:
+        anchor = anchor_audit_day(session, str(ctx.app.config["FEESVC_AUDIT_KEY"]), day, timezone=ctx.timezone,
+                                  now=ctx.now)
+    return f"business date {day}: audit anchor at entry {anchor.last_seq} ({anchor.entries} entries)"
+
+
 DEFAULT_JOBS: tuple[Job, ...] = (
     Job("expire-notices", expire_notices, {"hour": "0", "minute": "5"},
         catch_up=timedelta(days=1), stale_after=timedelta(hours=1)),
+    # Each missed night is anchored (oldest first: each verifies the chain from the one before).
+    Job("anchor-audit", anchor_audit, {"hour": "0", "minute": "15"},
+        catch_up=timedelta(days=7), catch_up_each=True, stale_after=timedelta(hours=1)),
     Job("reconcile", reconcile_previous_day, {"hour": "1", "minute": "30"},
         catch_up=timedelta(days=7), catch_up_each=True, stale_after=timedelta(hours=6)),
     Job("deliver-webhooks", deliver_webhooks, {"second": "*/10"}, keep_runs=timedelta(days=1), quiet=True),

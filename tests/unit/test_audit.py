@@ -422,6 +422,48 @@ def test_the_database_refuses_to_update_or_delete_audit_entries(
     assert verify(db).ok
 
 
+HEAD_MOVES: dict[str, Callable[[AuditEntry, AuditEntry], dict[str, Any]]] = {
+    # (the newest entry, the one before it) → the head's new values
+    "wound-back": lambda last, before: {"last_seq": before.seq},
+    "wound-back-to-an-entry": lambda last, before: {"last_seq": before.seq, "last_hash": before.hash},
+    "reset-to-genesis": lambda last, before: {"last_seq": 0, "last_hash": GENESIS_HASH},
+    "another-hash": lambda last, before: {"last_hash": "f" * 64},
+    "an-older-entrys-hash": lambda last, before: {"last_hash": before.hash},
+    "skipped-forward": lambda last, before: {"last_seq": last.seq + 5},
+    "forward-with-another-hash": lambda last, before: {"last_seq": last.seq + 1, "last_hash": "f" * 64},
+}
+
+
+@pytest.mark.parametrize("move", list(HEAD_MOVES))
+def test_the_database_lets_the_head_move_only_forward(client: FlaskClient, staff: Staff, db: Database,
+                                                     move: str) -> None:
+    """Issue 10: the newest entries deleted with the head wound back (or the head deleted) passed
+    verify. The head now takes only the two steps of an append (core.audit.append_audit)."""
+    history(client, staff)
+    *_, before, last = entries(db)
+    assert "only moves forward" in _refused(db, update(AuditChainHead).values(**HEAD_MOVES[move](last, before)))
+    with db.reading() as session:
+        head = session.get(AuditChainHead, 1)
+        assert head is not None and (head.last_seq, head.last_hash) == (last.seq, last.hash)
+    assert verify(db).ok
+
+
+def test_the_database_refuses_to_delete_the_head(client: FlaskClient, staff: Staff, db: Database) -> None:
+    history(client, staff)
+    assert "append-only" in _refused(db, delete(AuditChainHead))
+    assert verify(db).ok
+
+
+def test_a_head_bumped_without_its_entry_shows_as_a_deleted_entry(
+        client: FlaskClient, staff: Staff, db: Database) -> None:
+    """The bump is half of every append, so the database lets it through; verify sees the gap."""
+    history(client, staff)
+    last = entries(db)[-1].seq
+    with db.engine.begin() as conn:
+        conn.execute(update(AuditChainHead).values(last_seq=AuditChainHead.last_seq + 1))
+    assert verify(db).deleted == [last + 1]
+
+
 def test_the_database_refuses_to_update_or_delete_notice_lines(
         client: FlaskClient, staff: Staff, db: Database) -> None:
     history(client, staff)
@@ -465,8 +507,7 @@ def test_audit_verify_command_says_ok_on_a_normal_history(
     history(client, staff)
     result = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert result.stdout.startswith("OK")
-    assert str(SEEDED + 3) in result.stdout  # the number of entries checked
+    assert result.stdout.splitlines()[-1] == f"OK：审计日志完整，共 {SEEDED + 3} 条。"  # the entries checked
 
 
 def test_audit_verify_command_names_the_altered_entry_and_exits_1(
