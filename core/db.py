@@ -8,6 +8,7 @@ way through (SQLite has no SELECT ... FOR UPDATE).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,7 +49,20 @@ def commit(session: Session) -> None:
             "若已生效，将返回第一次的结果；未带该键的请求请先查询状态再决定是否重试。"))) from error
 
 
+class _NoResultRows(logging.Filter):
+    """SQL logging (sqlalchemy.engine at DEBUG) prints every fetched row, and rows hold secrets
+    (bank signing keys): statements are logged, never what they read (issue 10: no secret in a log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(("Row ", "Col ")))
+
+
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_NoResultRows())
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # Bound values (passwords' hashes, secrets) never reach SQL logging nor error messages.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
