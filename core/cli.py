@@ -20,7 +20,7 @@ from core.db import get_db, reading, unit_of_work
 from core.errors import DomainError, ValidationFailed
 from core.models import Role
 from core.schemas import ISO_DATE
-from core.users import create_token, create_user
+from core.users import create_token, create_user, set_password, set_user_active
 
 
 def alembic_config(url: str) -> Config:
@@ -144,6 +144,44 @@ def register(app: Flask) -> None:
             _fail(error)
         click.echo(f"已创建用户 {user.username}（{role}）。密码：")
         click.echo(secret)
+
+    @users.command("set-password")
+    @click.argument("name")
+    @click.option("--password", default=None, help="不给则随机生成并打印")
+    def set_password_command(name: str, password: str | None) -> None:
+        """Set a new password (printed on the last line); every page session of the user ends."""
+        try:
+            with unit_of_work() as session:
+                secret = set_password(session, current_app.config["FEESVC_AUDIT_KEY"],
+                                      Actor.system("users set-password"), username=name, password=password)
+        except DomainError as error:
+            _fail(error)
+        click.echo(f"已为用户 {name} 设置新密码，其已登录的页面会话全部失效。密码：")
+        click.echo(secret)
+
+    @users.command("disable")
+    @click.argument("name")
+    def disable_user_command(name: str) -> None:
+        """The user can no longer sign in; their sessions end and their tokens answer 401."""
+        try:
+            with unit_of_work() as session:
+                set_user_active(session, current_app.config["FEESVC_AUDIT_KEY"], Actor.system("users disable"),
+                                username=name, active=False)
+        except DomainError as error:
+            _fail(error)
+        click.echo(f"已停用用户 {name}。")
+
+    @users.command("enable")
+    @click.argument("name")
+    def enable_user_command(name: str) -> None:
+        """Undo `users disable` (old sessions stay ended)."""
+        try:
+            with unit_of_work() as session:
+                set_user_active(session, current_app.config["FEESVC_AUDIT_KEY"], Actor.system("users enable"),
+                                username=name, active=True)
+        except DomainError as error:
+            _fail(error)
+        click.echo(f"已启用用户 {name}。")
 
     @app.cli.group("tokens", help="API 令牌 / API tokens")
     def tokens() -> None:

@@ -395,3 +395,27 @@ def test_the_inline_checker_sees_what_it_looks_for() -> None:
     assert inline_code('<script>alert(1)</script><div style="x" onclick="y">') == [
         "inline <script>", "style attribute", "event handler attribute"]
     assert inline_code('<script src="/static/a.js"></script>') == []
+
+
+# --- the operator commands ----------------------------------------------------------------------
+
+def test_users_set_password_and_disable_commands_end_sessions(html_app: Flask, staff: Staff) -> None:
+    name = staff.usernames["finance"]
+    finance = signed_in(html_app, name)
+    runner = html_app.test_cli_runner()
+    refused = runner.invoke(args=["users", "set-password", name, "--password", "finance-1"])
+    assert refused.exit_code != 0 and "密码" in refused.output
+    assert finance.get("/finance").status_code == 200  # a refused password changes nothing
+    result = runner.invoke(args=["users", "set-password", name])
+    assert result.exit_code == 0, result.output
+    new = result.output.strip().splitlines()[-1]
+    assert goes_to_sign_in(finance.get("/finance"))
+    again = html_app.test_client()
+    assert login(again, name, new)[0] == 302
+
+    assert runner.invoke(args=["users", "disable", name]).exit_code == 0
+    assert goes_to_sign_in(again.get("/finance"))
+    assert login(html_app.test_client(), name, new)[0] == 401
+    assert runner.invoke(args=["users", "enable", name]).exit_code == 0
+    assert login(html_app.test_client(), name, new)[0] == 302
+    assert runner.invoke(args=["users", "disable", "nobody-here"]).exit_code != 0
