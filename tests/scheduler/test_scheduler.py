@@ -220,8 +220,9 @@ def test_the_real_jobs_once(app: Flask, db: Database) -> None:
     assert run_scheduler(app, once=True) == 0
     runs = job_runs(db)
     assert all(r.status == "succeeded" for r in runs), [(r.job, r.result) for r in runs]
-    assert {r.job for r in runs} == {"reconcile", "expire-notices", "deliver-webhooks", "purge-idempotency-keys"}
-    assert len(job_runs(db, "reconcile")) == 7
+    assert {r.job for r in runs} == {"reconcile", "expire-notices", "deliver-webhooks", "purge-idempotency-keys",
+                                     "anchor-audit"}
+    assert len(job_runs(db, "reconcile")) == 7 and len(job_runs(db, "anchor-audit")) == 7
     with db.reading() as session:
         dates = list(session.scalars(select(ReconciliationRun.business_date).order_by(ReconciliationRun.id)))
         started_by = set(session.scalars(select(ReconciliationRun.started_by)))
