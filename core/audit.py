@@ -3,8 +3,8 @@
 One global chain, keyed with HMAC-SHA256: every entry carries a contiguous sequence number and
 the previous entry's MAC, and a single head row holds the newest. An altered entry fails its MAC;
 a deleted entry leaves a gap in the sequence (or a head that runs past the last entry). We chose
-one chain over per-stream chains because it makes deletions detectable without a separate
-anchoring job; the price is one serialisation point (the head row, locked until commit), which
+one chain over per-stream chains because a deletion anywhere in it is a gap, whichever stream it
+belonged to; the price is one serialisation point (the head row, locked until commit), which
 the payment benchmark measures.
 
 What the chain alone cannot show is a cut at the end: whoever deletes the newest entries and

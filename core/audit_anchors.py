@@ -46,7 +46,6 @@ class AuditChainBroken(DomainError):
 
 
 class AnchorNotFound(NotFound):
-    code = "audit-anchor-not-found"
     title = _l("该日没有审计锚点")
 
 

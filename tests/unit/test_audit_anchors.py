@@ -383,7 +383,7 @@ def test_a_date_without_an_anchor_is_a_404(days: Days, client: FlaskClient) -> N
     response = client.get(f"/api/v1/public/audit-anchors?date={days_ago(0)}")
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
-    assert "没有审计锚点" in response.json["detail"]
+    assert response.json["type"].endswith("/not-found") and "没有审计锚点" in response.json["detail"]
 
 
 def test_the_public_page_shows_the_anchors(days: Days, client: FlaskClient) -> None:
