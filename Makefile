@@ -46,7 +46,7 @@ test: install-dev
 	$(BIN)/pytest
 
 test-postgres: install-dev
-	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://root@127.0.0.1:5432/feeservice_test} $(BIN)/pytest -m "not browser"
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://root@127.0.0.1:5432/feeservice_test} $(BIN)/pytest -m "not browser and not two_nodes"
 
 test-browser: install-dev
 	$(BIN)/pytest -m browser
