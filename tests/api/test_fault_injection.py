@@ -1,12 +1,13 @@
 """Issue 10, section 2: a fault at any statement of the money path's transaction, or at its COMMIT.
 
-One clean cashier confirmation (with an Idempotency-Key) and one clean bank callback are recorded
-first: their statements, and what they added to every table. Then, for every statement of that
-list in turn, the same request is sent for a fresh notice and that statement fails as a dropped
-connection would: the client gets a 503 problem+json (never a 500), every table is as it was, and
-the retry adds exactly what the clean request added. At the COMMIT there are two faults: the
-COMMIT fails (nothing written: the retry runs afresh), or it took effect and its answer was lost
-(503 `outcome-unknown`: the retry replays the first 201, or the bank hears "duplicate").
+One clean cashier confirmation (with an Idempotency-Key, through the API and through the cashier
+page's form) and one clean bank callback are recorded first: their statements, and what they added
+to every table. Then, for every statement of that list in turn, the same request is sent for a
+fresh notice and that statement fails as a dropped connection would: the client gets a 503 (a
+problem+json from the API, never a 500), every table is as it was, and the retry adds exactly what
+the clean request added. At the COMMIT there are two faults: the COMMIT fails (nothing written:
+the retry runs afresh), or it took effect and its answer was lost (503 `outcome-unknown`: the
+retry replays the first 201, or the bank hears "duplicate").
 
 The list is recorded at run time, so it follows the path as it changes; each statement is a
 subtest named by its index and its SQL. tests/postgres/test_fault_injection.py runs the same on
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from flask import Flask
@@ -303,3 +305,59 @@ def test_every_statement_of_a_bank_callback_may_fail(app: Flask, db: Database, c
     assert any("bank_events" in s for s in clean.statements)
     assert any(RECEIPT.search(s) for s in clean.statements)
 
+
+
+def page_faults(path: MoneyPath, db: Database, page_db: Database, page: FlaskClient, breaker: Breaker,
+                subtests: Any) -> Recorded:
+    """The cashier page's form (its key in a hidden field) under the same faults: the page says
+    503, and sending the same form again shows the receipt of the one payment."""
+
+    def send(number: str) -> Any:
+        return page.post("/cashier/pay", data={"number": number, "amount": str(PAY["amount"]), "method": "cash",
+                                               "idempotency_key": f"form-{number}"})
+
+    def paid(response: Any) -> str:
+        assert response.status_code == 303, response.get_data(as_text=True)
+        location = str(response.headers["Location"])
+        assert "/cashier/receipts/" in location, location
+        return location
+
+    first = path.notice()
+    clean = record(page_db, lambda: send(first), 303)
+    faults: list[tuple[str, Callable[[], Any], bool]] = [
+        (label(i, s), partial(fault_at_statement, page_db, i, s, breaker), False)
+        for i, s in enumerate(clean.statements)]
+    faults += [("COMMIT failed", partial(fault_at_commit, page_db, breaker, took_effect=False), False),
+               ("COMMIT took effect, answer lost", partial(fault_at_commit, page_db, breaker, took_effect=True), True)]
+    for name, fault, took_effect in faults:
+        with subtests.test(msg=name):
+            number = path.notice()
+            before = snapshot(db)
+            with fault():
+                response = send(number)
+            assert response.status_code == 503, response.get_data(as_text=True)
+            assert response.mimetype == "text/html"
+            if not took_effect:
+                assert snapshot(db) == before, "the failed payment left something behind"
+            location = paid(send(number))
+            assert added(before, snapshot(db)) == clean.effect
+            assert paid(send(number)) == location  # the form again: the same receipt, no second payment
+            assert added(before, snapshot(db)) == clean.effect
+    return clean
+
+
+def test_every_statement_of_a_cashier_page_payment_may_fail(app: Flask, db: Database, client: FlaskClient,
+                                                            staff: Staff, subtests: Any) -> None:
+    from tests.conftest import make_test_app
+    from tests.views.conftest import signed_in
+
+    path = money_path(app, db, client, staff)
+    html_app = make_test_app(app.config["DATABASE_URL"], WTF_CSRF_ENABLED=False)
+    page_db: Database = html_app.extensions["db"]
+    try:
+        clean = page_faults(path, db, page_db, signed_in(html_app, staff.usernames["cashier"]),
+                            sqlite_breaker(page_db), subtests)
+    finally:
+        page_db.engine.dispose()
+    assert any("idempotency_keys" in s for s in clean.statements)
+    assert any(RECEIPT.search(s) for s in clean.statements)
