@@ -10,6 +10,9 @@ from core.clock import utcnow
 from core.models import Base, Money, User, UTCDateTime
 from notices.models import Notice
 
+BANK_REFERENCE_CONFLICT = "bank-reference-conflict"
+NOT_A_REFERENCE_CONFLICT = f"flag_reason IS NULL OR flag_reason <> '{BANK_REFERENCE_CONFLICT}'"
+
 
 class PaymentStatus(enum.StrEnum):
     CONFIRMED = "confirmed"  #: money received for a notice; it has a valid receipt
@@ -87,7 +90,10 @@ class Payment(Base):
         # The last line of defence: one notice, at most one confirmed payment.
         Index("uq_payments_one_confirmed_per_notice", "notice_id", unique=True,
               postgresql_where=text("status = 'confirmed'"), sqlite_where=text("status = 'confirmed'")),
-        Index("uq_payments_bank_reference", "bank_code", "bank_reference", unique=True),
+        # A reference names one transfer; a later event reusing it for other money is kept apart
+        # (flagged bank-reference-conflict) so that finance sees it.
+        Index("uq_payments_bank_reference", "bank_code", "bank_reference", unique=True,
+              postgresql_where=text(NOT_A_REFERENCE_CONFLICT), sqlite_where=text(NOT_A_REFERENCE_CONFLICT)),
         Index("ix_payments_recorded_at", "recorded_at"),
         Index("ix_payments_paid_at", "paid_at"),  # a bank payment's business date
     )

@@ -29,7 +29,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from core.clock import zone
 from fees.models import FeeItem
 from notices.models import Notice, NoticeLine
-from payments.models import CashierShift, Payment
+from payments.models import BANK_REFERENCE_CONFLICT, CashierShift, Payment
 from receipts.models import Certificate, Receipt
 from reconciliation.models import BankStatement, ExceptionType, Finding, StatementLine, Subject
 
@@ -40,9 +40,14 @@ FLAG_REASON_TYPES: dict[str, ExceptionType] = {
     "unknown-notice": T.PAYMENT_WITHOUT_NOTICE,
     "amount-mismatch": T.PAYMENT_AMOUNT_MISMATCH,
     "notice-already-paid": T.DUPLICATE_PAYMENT,
+    # other money claimed under a bank reference that already names a payment
+    BANK_REFERENCE_CONFLICT: T.DUPLICATE_PAYMENT,
     "notice-cancelled": T.PAYMENT_ON_CLOSED_NOTICE,
     "notice-expired": T.PAYMENT_ON_CLOSED_NOTICE,
 }
+
+# The one payment a statement line's (bank, reference) names: never a conflicting claim on it.
+NAMED_BY_REFERENCE = or_(Payment.flag_reason.is_(None), Payment.flag_reason != BANK_REFERENCE_CONFLICT)
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,8 @@ def statement_line_findings(session: Session, run_id: int, day: BusinessDay) -> 
             line.amount.label("actual_amount"),
         )
         .select_from(line)
-        .outerjoin(Payment, and_(Payment.bank_code == line.bank_code, Payment.bank_reference == line.bank_reference))
+        .outerjoin(Payment, and_(Payment.bank_code == line.bank_code, Payment.bank_reference == line.bank_reference,
+                                 NAMED_BY_REFERENCE))
         .outerjoin(Notice, Notice.number == line.notice_number)
         .where(line.booked_date == day.day, or_(line.direction == "credit", line.reversal.is_(True)), _found(kind))
     )
@@ -339,7 +345,7 @@ def day_totals(session: Session, day: BusinessDay) -> dict[str, int]:
         )
         .select_from(line)
         .outerjoin(Payment, and_(Payment.bank_code == line.bank_code, Payment.bank_reference == line.bank_reference,
-                                 Payment.amount == line.amount))
+                                 Payment.amount == line.amount, NAMED_BY_REFERENCE))
         .where(line.booked_date == day.day)
     ).one()
     totals.update(statement_credit_lines=statement[0], statement_credit_amount=statement[1],

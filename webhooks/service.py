@@ -19,7 +19,7 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
@@ -37,7 +37,7 @@ from notices.service import (
     NoticeNotFound,
     find_notice,
 )
-from payments.models import Channel, Payment, PaymentMethod, PaymentStatus
+from payments.models import BANK_REFERENCE_CONFLICT, Channel, Payment, PaymentMethod, PaymentStatus
 from payments.service import AmountMismatch, confirm_payment
 from receipts.service import ReceiptSettings, mask_name
 from webhooks.models import BankClient, BankEvent, BankSecret, SecurityEvent
@@ -151,8 +151,11 @@ _LIVE_SECRETS = HotStatement(select(_SECRETS.secret).join_from(table_of(BankSecr
                              .where(_SECRETS.expires_at.is_(None) | (_SECRETS.expires_at > bindparam("secret_now"))))
 _EVENTS = table_of(BankEvent).c
 _CALLBACK_SCHEMA = CallbackIn()  # built once (a schema deep-copies its fields when made)
-_PAYMENT_BY_REFERENCE = select(table_of(Payment).c.id).where(
-    table_of(Payment).c.bank_code == bindparam("ref_bank"), table_of(Payment).c.bank_reference == bindparam("ref"))
+_PAYMENTS = table_of(Payment)
+_PAYMENTS_UNDER_REFERENCE = select(_PAYMENTS.c.id, _PAYMENTS.c.notice_number_given, _PAYMENTS.c.amount).where(
+    _PAYMENTS.c.bank_code == bindparam("ref_bank"), _PAYMENTS.c.bank_reference == bindparam("ref"))
+_PAYMENT_BY_REFERENCE = _PAYMENTS_UNDER_REFERENCE.with_only_columns(_PAYMENTS.c.id).where(
+    or_(_PAYMENTS.c.flag_reason.is_(None), _PAYMENTS.c.flag_reason != BANK_REFERENCE_CONFLICT))
 _SETTLE_EVENT = HotStatement(update(table_of(BankEvent)).where(_EVENTS.id == bindparam("event_id")).values(
     result=bindparam("outcome"), reason=bindparam("outcome_reason"), payment_id=bindparam("outcome_payment"),
     response_status=bindparam("answer_status"), response_body=bindparam("answer_body")))
@@ -244,7 +247,7 @@ def handle_callback(session: Session, settings: ReceiptSettings, bank_code: str,
         return _repeat(session, known, body_hash, bank_code, webhook_id)
 
     outcome = _Outcome()
-    answer = _apply(session, settings, bank_code, data, outcome)
+    answer = _apply(session, settings, bank_code, webhook_id, data, outcome)
     _SETTLE_EVENT.rows(connection, {
         "event_id": event_id, "outcome": outcome.result, "outcome_reason": outcome.reason,
         "outcome_payment": outcome.payment_id, "answer_status": answer.status,
@@ -281,7 +284,7 @@ def _repeat(session: Session, known: BankEvent, body_hash: str, bank_code: str, 
     return CallbackAnswer(200, {"result": "duplicate"})
 
 
-def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: dict[str, Any],
+def _apply(session: Session, settings: ReceiptSettings, bank_code: str, webhook_id: str, data: dict[str, Any],
            event: _Outcome) -> CallbackAnswer:
     payment_data = data["data"]
     reference = payment_data["bank_reference"]
@@ -296,37 +299,60 @@ def _apply(session: Session, settings: ReceiptSettings, bank_code: str, data: di
             paid_at=payment_data["paid_at"], bank_code=bank_code, bank_reference=reference,
             payer_name=payment_data.get("payer_name"), reference=payment_data.get("payer_account"))
     except tuple(FLAG_REASONS) as error:
-        # The same money under a new webhook-id (the bank re-sent it), or a concurrent event with
-        # the same bank reference that committed while this one waited (for the notice's lock, or
-        # on the reference's unique index): then it is that money, not new money.
-        existing = _payment_by_reference(session, bank_code, reference)
-        if existing is not None:
-            return _same_money(event, existing)
         reason = FLAG_REASONS[type(error)]
-        try:
-            with session.begin_nested():
-                payment = _record_flagged(session, settings, actor, bank_code, payment_data, reason)
-        except IntegrityError:
-            existing = _payment_by_reference(session, bank_code, reference)
-            if existing is None:
-                raise
-            return _same_money(event, existing)
-        event.result, event.reason, event.payment_id = "flagged", reason, payment.id
-        return CallbackAnswer(200, {"result": "flagged", "reason": reason})
+        answer = _money_already_under(session, bank_code, payment_data, event)
+        if answer is None:
+            try:
+                answer = _flag(session, settings, actor, webhook_id, payment_data, reason, event)
+            except IntegrityError:
+                # A concurrent event recorded this reference between the look and the write.
+                answer = (_money_already_under(session, bank_code, payment_data, event)
+                          or _flag(session, settings, actor, webhook_id, payment_data, reason, event))
+        return answer
     event.result, event.payment_id = "confirmed", confirmation.payment.id
     return CallbackAnswer(200, {"result": "confirmed", "receipt_number": confirmation.receipt.number})
 
 
+def _flag(session: Session, settings: ReceiptSettings, actor: Actor, webhook_id: str, payment_data: dict[str, Any],
+          reason: str, event: _Outcome) -> CallbackAnswer:
+    """Keep money the bank holds that cannot be applied. Under a reference that already names
+    other money it is a conflict (a bank's fault or a forged event): flagged as such, and a
+    security event for finance."""
+    bank_code, reference = actor.name, payment_data["bank_reference"]
+    conflict = _payment_by_reference(session, bank_code, reference) is not None
+    with session.begin_nested():
+        payment = _record_flagged(session, settings, actor, bank_code, payment_data,
+                                  BANK_REFERENCE_CONFLICT if conflict else reason)
+    if conflict:
+        record_security_event(session, BANK_REFERENCE_CONFLICT, bank_code, webhook_id, _(
+            "银行流水号 %(ref)s 已用于另一笔款项；本次回调（通知书 %(n)s，%(amount)s 分）已作为待处理款项交财务核查。",
+            ref=reference, n=payment_data["notice_number"], amount=payment_data["amount"]))
+    event.result, event.reason, event.payment_id = "flagged", payment.flag_reason, payment.id
+    return CallbackAnswer(200, {"result": "flagged", "reason": payment.flag_reason})
+
+
 def _payment_by_reference(session: Session, bank_code: str, reference: str) -> int | None:
-    """The id of the payment already recorded under this bank reference, if any."""
+    """The payment this bank reference names (a conflicting claim on it is not that payment)."""
     found = session.connection().execute(_PAYMENT_BY_REFERENCE, {"ref_bank": bank_code, "ref": reference}).scalar()
     return None if found is None else int(found)
 
 
-def _same_money(event: _Outcome, existing: int) -> CallbackAnswer:
-    """The same money under a new webhook-id (the bank re-sent it): it was applied once."""
-    event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", existing
-    return CallbackAnswer(200, {"result": "duplicate"})
+def _money_already_under(session: Session, bank_code: str, payment_data: dict[str, Any],
+                         event: _Outcome) -> CallbackAnswer | None:
+    """The same transfer re-sent under a new webhook-id (same reference, notice and amount), or a
+    concurrent event with it that committed while this one waited: it was applied once."""
+    given = _digits_of(payment_data["notice_number"])
+    for payment_id, number, amount in session.connection().execute(
+            _PAYMENTS_UNDER_REFERENCE, {"ref_bank": bank_code, "ref": payment_data["bank_reference"]}):
+        if amount == payment_data["amount"] and _digits_of(number) == given:
+            event.result, event.reason, event.payment_id = "duplicate", "bank-reference-seen", payment_id
+            return CallbackAnswer(200, {"result": "duplicate"})
+    return None
+
+
+def _digits_of(notice_number: str) -> str:
+    """A notice number as the bank may write it (grouped with spaces) compared by what it says."""
+    return "".join(notice_number.split())
 
 
 def _record_flagged(session: Session, settings: ReceiptSettings, actor: Actor, bank_code: str,

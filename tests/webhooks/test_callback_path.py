@@ -34,21 +34,21 @@ def test_a_bank_callback_takes_the_counter_and_the_audit_head_last(bank: Bank, c
         assert verify_audit_chain(session, AUDIT_KEY).ok
 
 
-def test_a_known_bank_reference_for_another_payable_notice_writes_nothing(bank: Bank, client: FlaskClient,
-                                                                         staff: Staff, db: Database) -> None:
-    """The reference's unique index refuses the payment (ON CONFLICT DO NOTHING, no savepoint): the
-    callback answers duplicate, the other notice stays payable, and the transaction carried on to
-    record the event."""
+def test_a_known_bank_reference_for_another_payable_notice_pays_nothing(bank: Bank, client: FlaskClient,
+                                                                        staff: Staff, db: Database) -> None:
+    """The reference's unique index refuses the payment (ON CONFLICT DO NOTHING, no savepoint before
+    it): the other notice stays payable, no receipt number is taken, and the money the event claims
+    is kept as a flagged conflict (issue 10: never answered "duplicate" and dropped)."""
     first, other = new_notice(client, staff), new_notice(client, staff)
     assert bank.pay(first, 8000, webhook_id="evt-1", reference="SAME").json["result"] == "confirmed"
     with statements(db) as seen:
         again = bank.pay(other, 8000, webhook_id="evt-2", reference="SAME")
-    assert again.status_code == 200 and again.json == {"result": "duplicate"}, again.json
-    assert not any(s.startswith(("SAVEPOINT", "UPDATE receipt_counters", "UPDATE audit_chain_head")) for s in seen)
+    assert again.status_code == 200 and again.json == {"result": "flagged", "reason": "bank-reference-conflict"}
+    assert not any(s.startswith("UPDATE receipt_counters") for s in seen)
     with db.reading() as session:
         assert session.execute(text("SELECT status FROM notices WHERE number = :n"), {"n": other}).scalar() == "issued"
-        assert session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
+        assert session.execute(text("SELECT count(*) FROM payments WHERE status = 'flagged'")).scalar() == 1
         assert session.execute(text("SELECT count(*) FROM receipts")).scalar() == 1
         row = session.execute(text("SELECT result, reason FROM bank_events WHERE webhook_id = 'evt-2'")).one()
-        assert tuple(row) == ("duplicate", "bank-reference-seen")
+        assert tuple(row) == ("flagged", "bank-reference-conflict")
         assert verify_audit_chain(session, AUDIT_KEY).ok
