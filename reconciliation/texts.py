@@ -65,6 +65,8 @@ def describe(found: ReconciliationException) -> str:
         "notice-already-paid": _("通知书已缴费，银行又收款 %(a)s 元，款项已挂账待退。", a=actual),
         "notice-cancelled": _("通知书已作废，银行仍收款 %(a)s 元，款项已挂账待退。", a=actual),
         "notice-expired": _("通知书已过期，银行仍收款 %(a)s 元，款项已挂账待退。", a=actual),
+        "bank-reference-conflict": _("银行以已用过的交易流水号再次报告收款 %(a)s 元（另一张通知书或另一金额），"
+                                     "款项已挂账：请与银行核实是否重复入账。", a=actual),
     }
     if code in flag_texts:
         return flag_texts[code]

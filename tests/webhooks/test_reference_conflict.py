@@ -76,3 +76,24 @@ def test_a_reference_of_flagged_money_reused_for_other_money_is_flagged_too(
     other = bank.post(callback_body(second, 8000, bank_reference="TXN-9"), webhook_id="evt-3").json
     assert other == {"result": "flagged", "reason": "bank-reference-conflict"}
     assert [p.flag_reason for p in _payments(db)] == ["amount-mismatch", "bank-reference-conflict"]
+
+
+def test_finance_sees_the_conflict_as_a_duplicate_payment_exception_that_says_what_happened(
+        app: Any, bank: Bank, notice_factory: Callable[..., str], db: Database) -> None:
+    from core.clock import today
+    from receipts.service import receipt_settings
+    from reconciliation.models import ReconciliationException
+    from reconciliation.service import reconcile
+    from reconciliation.texts import describe
+
+    first, second = notice_factory(), notice_factory()
+    assert bank.pay(first, 8000, webhook_id="evt-1", reference="TXN-1").json["result"] == "confirmed"
+    bank.post(callback_body(second, 8000, bank_reference="TXN-1"), webhook_id="evt-2")
+    business_date = today(app.config["FEESVC_TIMEZONE"])
+    reconcile(db, receipt_settings(app.config), business_date, started_by="test")
+    with db.reading() as session:
+        found = [e for e in session.scalars(select(ReconciliationException)
+                                            .where(ReconciliationException.business_date == business_date))
+                 if e.detail_code == "bank-reference-conflict"]
+        assert [(e.type, e.actual_amount) for e in found] == [("duplicate_payment", 8000)]
+        assert "流水号" in describe(found[0]) and "80.00" in describe(found[0])
