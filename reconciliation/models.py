@@ -136,6 +136,7 @@ class ReconciliationRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_by: Mapped[str] = mapped_column(String(100))
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the process doing it
     totals: Mapped[str | None] = mapped_column(Text)  # JSON: integers only (counts, fen)
     exception_counts: Mapped[str | None] = mapped_column(Text)  # JSON {type: n}
     error: Mapped[str | None] = mapped_column(Text)

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import business_date, local, utcnow, zone
 from core.db import Database
+from core.leases import JOB_RUN_SPACE, Lease, acquire_lease, holder_is_gone, uses_advisory_locks
 from reconciliation.models import JobRun
 
 log = logging.getLogger("feeservice.scheduler")
@@ -97,8 +98,9 @@ class Job:
     catch_up_each: bool = False
     # job_runs rows older than this are deleted by the clean-up job (None: kept for good).
     keep_runs: timedelta | None = None
-    # A claim still 'running' after this long is taken as abandoned (its node died) and may be
-    # taken over, so that a killed node does not lose a night's reconciliation for good.
+    # A claim still 'running' whose process is gone is taken over at once (core/leases.py). Only
+    # where that cannot be known (SQLite, a claim by another host) does age decide: after this
+    # long it counts as abandoned (None: never).
     stale_after: timedelta | None = None
     # Frequent jobs log routine runs and skips at DEBUG, so that the log shows what matters.
     quiet: bool = False
@@ -260,48 +262,74 @@ class Runner:
         self.timezone = str(self.app.config["FEESVC_TIMEZONE"])
         self.triggers = {job.name: job.trigger(self.timezone) for job in self.jobs}
 
-    # The claim: an INSERT under the unique (job, scheduled_for), committed before the work.
-    def claim(self, job: Job, scheduled_for: datetime) -> int | None:
-        """The id of this node's claim on the run, or None when another node has it."""
-        with self.database.unit_of_work() as session:
-            # ON CONFLICT DO NOTHING rather than catching IntegrityError: the same claim by the
-            # unique constraint (a concurrent insert not yet committed makes this one wait for
-            # it, then do nothing), without PostgreSQL logging a duplicate-key ERROR for every
-            # node that loses, which for the 10-second job would be most of the server's log.
-            connection = session.connection()
-            insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-            run_id: int | None = connection.execute(
-                insert(JobRun).values(job=job.name, scheduled_for=scheduled_for, claimed_by=self.node,
-                                      claimed_at=self.now(), status=RUNNING)
-                .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
-                .returning(JobRun.id)).scalar()
-        if run_id is not None:
-            return run_id
-        if job.stale_after is not None:
-            return self._take_over_abandoned(job, scheduled_for, job.stale_after)
-        return None
+    # The claim: an INSERT under the unique (job, scheduled_for), committed before the work, with
+    # a lease (core/leases.py) taken before that commit and held until the outcome is recorded.
+    def claim(self, job: Job, scheduled_for: datetime) -> tuple[int, Lease] | None:
+        """This node's claim on the run and its lease, or None when another live node has it."""
+        lease: Lease | None = None
+        try:
+            with self.database.unit_of_work() as session:
+                # ON CONFLICT DO NOTHING rather than catching IntegrityError: the same claim by the
+                # unique constraint (a concurrent insert not yet committed makes this one wait for
+                # it, then do nothing), without PostgreSQL logging a duplicate-key ERROR for every
+                # node that loses, which for the 10-second job would be most of the server's log.
+                connection = session.connection()
+                insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+                run_id: int | None = connection.execute(
+                    insert(JobRun).values(job=job.name, scheduled_for=scheduled_for, claimed_by=self.node,
+                                          claimed_at=self.now(), status=RUNNING)
+                    .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                    .returning(JobRun.id)).scalar()
+                if run_id is not None:
+                    lease = acquire_lease(self.database, JOB_RUN_SPACE, run_id, wait=True)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        if run_id is not None and lease is not None:
+            return run_id, lease
+        return self._take_over_abandoned(job, scheduled_for)
 
-    def _take_over_abandoned(self, job: Job, scheduled_for: datetime, stale_after: timedelta) -> int | None:
-        # A conditional UPDATE of the claim row itself, so that still only one node wins: on
-        # PostgreSQL a second node's UPDATE waits for the first's row lock and then finds
-        # claimed_at fresh; on SQLite the write transactions are serialised anyway.
-        moment = self.now()
-        with self.database.unit_of_work() as session:
-            row = session.execute(select(JobRun.id, JobRun.claimed_by).where(
-                JobRun.job == job.name, JobRun.scheduled_for == scheduled_for)).one_or_none()
-            if row is None:
-                return None
-            run_id, previous = row
-            result: Any = session.execute(
-                update(JobRun)
-                .where(JobRun.id == run_id, JobRun.status == RUNNING, JobRun.claimed_at < moment - stale_after)
-                .values(claimed_by=self.node, claimed_at=moment,
-                        result=f"taken over from {previous}: no outcome after {stale_after}"))
-            taken = result.rowcount == 1
-        if not taken:
+    def _abandoned(self, run: JobRun, job: Job) -> bool:
+        return holder_is_gone(self.database, JOB_RUN_SPACE, run.id, run.claimed_by, normalise(run.claimed_at),
+                              self.now(), job.stale_after)
+
+    def _take_over_abandoned(self, job: Job, scheduled_for: datetime) -> tuple[int, Lease] | None:
+        """Take over a claim still 'running' whose process is gone (SIGKILL, power loss): the
+        lease says so at once, so a live run is never taken over however long it takes."""
+        with self.database.reading() as session:
+            row = session.scalars(select(JobRun).where(
+                JobRun.job == job.name, JobRun.scheduled_for == scheduled_for, JobRun.status == RUNNING)).first()
+        if row is None:
             return None
-        log.warning("%s %s: claim of %s abandoned, taken over", job.name, self._show(scheduled_for), previous)
-        return int(run_id)
+        run_id, previous = row.id, row.claimed_by
+        lease: Lease | None
+        if uses_advisory_locks(self.database):
+            # Obtaining the lease is the proof that its holder is gone, and makes this node the holder.
+            lease = acquire_lease(self.database, JOB_RUN_SPACE, run_id, wait=False)
+        else:
+            lease = Lease(None) if self._abandoned(row, job) else None
+        if lease is None:
+            return None
+        try:
+            # Conditional on the holder the check judged: of two nodes that both found it gone,
+            # the second finds the row changed and takes nothing.
+            with self.database.unit_of_work() as session:
+                result: Any = session.execute(
+                    update(JobRun)
+                    .where(JobRun.id == run_id, JobRun.status == RUNNING, JobRun.claimed_by == previous)
+                    .values(claimed_by=self.node, claimed_at=self.now(),
+                            result=f"taken over from {previous}: its process is gone"))
+                taken = result.rowcount == 1
+        except BaseException:
+            lease.release()
+            raise
+        if not taken:
+            lease.release()
+            return None
+        log.warning("%s %s: the process of claim %s (%s) is gone; taken over", job.name, self._show(scheduled_for),
+                    run_id, previous)
+        return int(run_id), lease
 
     def claimed_by(self, job: Job, scheduled_for: datetime) -> str | None:
         with self.database.reading() as session:
@@ -310,8 +338,13 @@ class Runner:
 
     def finish(self, run_id: int, status: str, result: str) -> None:
         with self.database.unit_of_work() as session:
-            session.execute(update(JobRun).where(JobRun.id == run_id).values(
+            # Only while the claim is still this node's: a node cut off long enough to be taken
+            # over must not overwrite the outcome of the node that redid the run.
+            recorded: Any = session.execute(update(JobRun).where(
+                JobRun.id == run_id, JobRun.claimed_by == self.node, JobRun.status == RUNNING).values(
                 status=status, finished_at=self.now(), result=result[:RESULT_MAX_CHARS]))
+        if recorded.rowcount != 1:
+            log.warning("claim %s is no longer this node's (taken over); outcome %s not recorded", run_id, status)
 
     def run(self, job: Job, scheduled_for: datetime) -> str:
         """Claim the run and do it; returns 'succeeded', 'failed' or 'skipped'. Never raises
@@ -319,17 +352,26 @@ class Runner:
         when = self._show(scheduled_for)
         routine = logging.DEBUG if job.quiet else logging.INFO
         try:
-            run_id = self.claim(job, scheduled_for)
+            claimed = self.claim(job, scheduled_for)
         except Exception:
             log.exception("%s %s: could not claim the run (database unavailable?)", job.name, when)
             return FAILED
-        if run_id is None:
+        if claimed is None:
             try:
                 other = self.claimed_by(job, scheduled_for)
             except Exception:
                 other = "?"
             log.log(routine, "%s %s: skipped, claimed by %s", job.name, when, other)
             return "skipped"
+        run_id, lease = claimed
+        try:
+            return self._run_claimed(job, scheduled_for, run_id)
+        finally:
+            lease.release()
+
+    def _run_claimed(self, job: Job, scheduled_for: datetime, run_id: int) -> str:
+        when = self._show(scheduled_for)
+        routine = logging.DEBUG if job.quiet else logging.INFO
         log.log(routine, "%s %s: running (claim %s)", job.name, when, run_id)
         ctx = JobContext(app=self.app, database=self.database, job=job.name, scheduled_for=scheduled_for,
                          now=self.now(), jobs=self.jobs)
@@ -354,7 +396,7 @@ class Runner:
         try:
             self.finish(run_id, status, result)
         except Exception:
-            # The claim stays 'running'; stale_after lets a later catch-up take it over.
+            # The claim stays 'running'; once this process is gone a later catch-up takes it over.
             log.exception("%s: could not record the outcome of claim %s (%s)", job.name, run_id, status)
 
     def fire(self, job: Job) -> None:
@@ -380,9 +422,11 @@ class Runner:
         if not candidates:
             return []
         with self.database.reading() as session:
-            claimed = {normalise(t) for t in session.scalars(select(JobRun.scheduled_for).where(
+            rows = list(session.scalars(select(JobRun).where(
                 JobRun.job == job.name, JobRun.scheduled_for >= candidates[0],
-                JobRun.scheduled_for <= candidates[-1]))}
+                JobRun.scheduled_for <= candidates[-1])))
+        # A claim whose process is gone is as good as missed: catch-up takes it over.
+        claimed = {normalise(r.scheduled_for) for r in rows if r.status != RUNNING or not self._abandoned(r, job)}
         if job.catch_up is not None and not job.catch_up_each:
             # Only the latest matters (e.g. expiry judges by today); an older missed run whose
             # successor happened is not missed in effect.
@@ -393,6 +437,10 @@ class Runner:
         """Run every pending run, oldest first across jobs; returns how many failed (a database
         that cannot be read counts as one failure)."""
         now = self.now()
+        try:
+            self.sweep_abandoned_reconciliations()
+        except Exception:
+            log.exception("catch-up: could not sweep abandoned reconciliation runs")
         try:
             todo = sorted((t, index) for index, job in enumerate(self.jobs)
                           for t in self.pending(job, now, routine=routine))
@@ -405,6 +453,17 @@ class Runner:
         else:
             log.info("catch-up: nothing missed")
         return sum(self.run(self.jobs[index], scheduled_for) == FAILED for scheduled_for, index in todo)
+
+    def sweep_abandoned_reconciliations(self) -> None:
+        """Runs of any date left 'running' by a killed process (the scheduler's or a web
+        worker's) are marked failed; the nightly ones are then redone by the catch-up."""
+        from reconciliation.service import sweep_abandoned_runs
+
+        with self.database.unit_of_work() as session:
+            swept = sweep_abandoned_runs(self.database, session)
+        if swept:
+            log.warning("catch-up: reconciliation runs %s were left running by a process that is gone; "
+                        "marked failed", ", ".join(map(str, swept)))
 
     def _show(self, moment: datetime) -> str:
         return local(moment, self.timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -445,8 +504,8 @@ class SchedulerProcess:
         if self.runner.active:
             log.info("waiting for %s to finish (a second signal exits at once)",
                      ", ".join(sorted(self.runner.active)))
-        # A running job finishes and records its outcome before the process exits: killing it
-        # would leave its claim 'running' until stale_after.
+        # A running job finishes and records its outcome before the process exits: killed, it
+        # would leave its claim 'running' until another scheduler takes it over.
         self.executor.shutdown(wait=True)
 
     def stop(self) -> None:

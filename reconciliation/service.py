@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -17,6 +18,7 @@ from core.audit import Actor, append_audit
 from core.clock import today, utcnow, zone
 from core.db import Database, is_sqlite
 from core.errors import DomainError, NotFound, ValidationFailed
+from core.leases import RECONCILIATION_RUN_SPACE, Lease, acquire_lease, holder_is_gone, this_process
 from core.models import Department, User
 from notices.models import Notice
 from payments.models import Channel, Payment, PaymentMethod
@@ -69,12 +71,23 @@ def reconcile(database: Database, settings: ReceiptSettings, business_date: date
     if business_date > current:
         raise ValidationFailed({"business_date": [_("日期不能晚于今天。")]},
                                _("不能对尚未到来的日期 %(d)s 对账。", d=business_date.isoformat()))
-    with database.unit_of_work() as session:
-        run = ReconciliationRun(business_date=business_date, status=RunStatus.RUNNING, started_at=utcnow(),
-                                provisional=business_date >= current, started_by=started_by)
-        session.add(run)
-        session.flush()
-        run_id = run.id
+    lease: Lease | None = None
+    try:
+        with database.unit_of_work() as session:
+            sweep_abandoned_runs(database, session, business_date)
+            run = ReconciliationRun(business_date=business_date, status=RunStatus.RUNNING, started_at=utcnow(),
+                                    provisional=business_date >= current, started_by=started_by,
+                                    worker=this_process())
+            session.add(run)
+            session.flush()
+            run_id = run.id
+            # Before the run is visible as 'running': nobody may see it without a live lease.
+            lease = acquire_lease(database, RECONCILIATION_RUN_SPACE, run_id, wait=True)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    assert lease is not None
     try:
         with database.unit_of_work() as session:
             _serialise_runs_of(session, business_date)
@@ -105,7 +118,40 @@ def reconcile(database: Database, settings: ReceiptSettings, business_date: date
             failed.finished_at = utcnow()
             failed.error = f"{type(error).__name__}: {error}"[:2000]
         raise
+    finally:
+        lease.release()
     return run
+
+
+#: where a run's process cannot be checked (SQLite, another host), a run still 'running' this
+#: long after it started is taken as abandoned; a real day reconciles in seconds
+RUN_AGE_LIMIT = timedelta(hours=6)
+
+
+def sweep_abandoned_runs(database: Database, session: Session, business_date: date | None = None) -> list[int]:
+    """Mark failed the runs still 'running' whose process is gone (killed, its machine lost):
+    they would otherwise say 'running' for ever. Returns their ids."""
+    query = select(ReconciliationRun).where(ReconciliationRun.status == RunStatus.RUNNING)
+    if business_date is not None:
+        query = query.where(ReconciliationRun.business_date == business_date)
+    now = utcnow()
+    swept: list[int] = []
+    for run in session.scalars(query.order_by(ReconciliationRun.id)).all():
+        if not holder_is_gone(database, RECONCILIATION_RUN_SPACE, run.id, run.worker, run.started_at, now,
+                              RUN_AGE_LIMIT):
+            continue
+        marked: Any = session.execute(
+            update(ReconciliationRun)
+            .where(ReconciliationRun.id == run.id, ReconciliationRun.status == RunStatus.RUNNING)
+            .values(status=RunStatus.FAILED, finished_at=now,
+                    error=_("中断：执行本次对账的进程（%(worker)s）已不在，本次对账未完成，请重新对账。",
+                            worker=run.worker or "?")))
+        if marked.rowcount == 1:
+            log.warning("reconciliation run %s of %s: its process %s is gone; marked failed",
+                        run.id, run.business_date, run.worker)
+            swept.append(run.id)
+    session.flush()
+    return swept
 
 
 def _serialise_runs_of(session: Session, business_date: date) -> None:

@@ -165,26 +165,6 @@ def test_catch_up_looks_back_seven_days_and_expiry_only_once(app: Flask, db: Dat
     assert [c.scheduled_for for c in expire.calls] == [at("2026-03-10 00:05")]
 
 
-def test_an_abandoned_claim_is_taken_over_but_a_live_one_is_not(app: Flask, db: Database) -> None:
-    recorder = Recorder()
-    job = Job("reconcile", recorder, NIGHTLY, catch_up=timedelta(days=7), catch_up_each=True,
-              stale_after=timedelta(hours=6))
-    with db.unit_of_work() as session:
-        # 9 March: the node was killed mid-run at 01:30 (SIGKILL, power); 10 March: running now.
-        session.add(JobRun(job="reconcile", scheduled_for=at("2026-03-09 01:30"), claimed_by="dead:1",
-                           claimed_at=at("2026-03-09 01:30"), status="running"))
-        session.add(JobRun(job="reconcile", scheduled_for=at("2026-03-10 01:30"), claimed_by="busy:2",
-                           claimed_at=at("2026-03-10 01:30"), status="running"))
-    runner = Runner(app, jobs=(job,), now=fixed(at("2026-03-10 03:00")), node="new:3")
-    assert runner.run(job, at("2026-03-09 01:30")) == "succeeded"
-    assert runner.run(job, at("2026-03-10 01:30")) == "skipped"
-    assert recorder.dates == [date(2026, 3, 8)]
-    rows = {r.scheduled_for: r for r in job_runs(db)}
-    assert rows[at("2026-03-09 01:30")].claimed_by == "new:3"
-    assert rows[at("2026-03-09 01:30")].status == "succeeded"
-    assert rows[at("2026-03-10 01:30")].claimed_by == "busy:2"
-
-
 def test_the_clean_up_prunes_old_claims_of_frequent_jobs_only(app: Flask, db: Database) -> None:
     now = at("2026-03-10 09:00")
     with db.unit_of_work() as session:
