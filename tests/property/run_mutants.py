@@ -3,10 +3,10 @@
     .venv/bin/python -m tests.property.run_mutants [NAME ...]
 
 Each mutant runs in its own pytest process (FEESVC_MUTANT=<name>, profile `lifecycle-mutants`:
-the default size, without the example database, so that one mutant's stored failure is not
-replayed against the next). Caught = the test failed; "steps" counts the rule calls of the
-shrunk failing example hypothesis printed; "failed with" is the first error line. Not a pytest
-test: it runs the machine many times over.
+the long size, 300 examples of up to 100 steps, without the example database, so that one
+mutant's stored failure is not replayed against the next). Caught = the test failed; "steps"
+counts the rule calls of the shrunk failing example hypothesis printed; "failed with" is the
+first error line. Not a pytest test: it runs the machine many times over.
 """
 
 from __future__ import annotations

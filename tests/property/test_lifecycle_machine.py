@@ -67,7 +67,8 @@ settings.register_profile("lifecycle", max_examples=30, stateful_step_count=50, 
                           print_blob=True, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("lifecycle-smoke", settings.get_profile("lifecycle"), max_examples=2)
-settings.register_profile("lifecycle-mutants", settings.get_profile("lifecycle"), database=None)
+settings.register_profile("lifecycle-mutants", settings.get_profile("lifecycle"), max_examples=300,
+                          stateful_step_count=100, database=None)
 settings.register_profile("lifecycle-ci", settings.get_profile("lifecycle"), max_examples=40, stateful_step_count=60)
 settings.register_profile("lifecycle-long", settings.get_profile("lifecycle"), max_examples=300,
                           stateful_step_count=100)
