@@ -29,8 +29,10 @@ from reconciliation.statement_lines import (
     ParsedLine,
     StatementFormatError,
     StatementInfo,
+    count_of,
     cut_text,
     fen_from_yuan,
+    fen_of_total,
     find_notice_number,
     format_error,
     limited_text,
@@ -38,6 +40,7 @@ from reconciliation.statement_lines import (
     recognised_notice,
     shown,
 )
+from reconciliation.statement_totals import EntryDetails, StatedTotals, SummaryTally, check_entry, entry_label
 
 CHUNK = 64 * 1024
 _CAMT053 = re.compile(r"\{urn:iso:std:iso:20022:tech:xsd:camt\.053\.(001\.0[2-8])\}Document")
@@ -48,7 +51,9 @@ _XML_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:Z|[+-][0-9]{2}:[0-9]{2})
 _TAGS = ("Ntry", "Stmt", "BkToCstmrStmt", "Id", "FrToDt", "FrDtTm", "ToDtTm", "Sts", "Cd", "Prtry", "Amt",
          "CdtDbtInd", "RvslInd", "BookgDt", "Dt", "DtTm", "AcctSvcrRef", "NtryRef", "AddtlNtryInf", "NtryDtls",
          "TxDtls", "Refs", "AmtDtls", "TxAmt", "RltdPties", "Dbtr", "Pty", "Nm", "DbtrAcct", "Othr", "IBAN",
-         "RmtInf", "Ustrd", "Strd", "CdtrRefInf", "Ref", "AddtlTxInf", "RtrInf", "AddtlInf")
+         "RmtInf", "Ustrd", "Strd", "CdtrRefInf", "Ref", "AddtlTxInf", "RtrInf", "AddtlInf", "Btch", "NbOfTxs",
+         "TtlAmt", "TxsSummry", "TtlNtries", "TtlCdtNtries", "TtlDbtNtries", "NbOfNtries", "Sum", "TtlNetNtry",
+         "TtlNetNtryAmt")
 
 
 def _strip(text: str | None) -> str | None:
@@ -79,6 +84,8 @@ class CamtReader:
         self._version = ""
         self._q: dict[str, str] = {}
         self._position = 0
+        # What the statement's TxsSummry says, tallied against its entries (None: it says nothing).
+        self._tally: SummaryTally | None = None
 
     def _chunks(self) -> Iterator[bytes]:
         guard: _PrologGuard | None = _PrologGuard()
@@ -113,11 +120,13 @@ class CamtReader:
                         if index is None:
                             continue  # an element named Ntry deeper down is not an entry
                         if pending is not None:
-                            yield from self._lines(pending, entries)
+                            yield from self._entry(pending, entries)
                             del stmt[pending_index]  # what keeps memory flat
                             index -= 1
                         elif not info_given:
                             info_given = True
+                            # TxsSummry precedes the entries: it is complete once the first starts.
+                            self._tally = self._summary(stmt)
                             yield self._info(stmt)
                         pending, pending_index = element, index
                         entries += 1
@@ -139,9 +148,12 @@ class CamtReader:
         if stmt is None:
             raise format_error(_l("不是完整的 camt.053 对账单：缺少 BkToCstmrStmt/Stmt。"))
         if pending is not None:
-            yield from self._lines(pending, entries)
+            yield from self._entry(pending, entries)
         if not info_given:
+            self._tally = self._summary(stmt)
             yield self._info(stmt)
+        if self._tally is not None:
+            self._tally.check()
 
     def _check_root(self, tag: str) -> None:
         match = _CAMT053.fullmatch(tag)
@@ -166,13 +178,44 @@ class CamtReader:
         except ValueError:
             raise format_error(_l("日期时间“%(value)s”无效。", value=shown(text)), where) from None
 
-    def _amount(self, element: ET.Element | None, where: str) -> int:
+    def _amount(self, element: ET.Element | None, where: str, name: str = "Amt") -> int:
         if element is None:
-            raise format_error(_l("缺少金额。"), f"{where}/Amt")
+            raise format_error(_l("缺少金额。"), f"{where}/{name}")
         if element.get("Ccy") != "CNY":
             raise format_error(_l("币种应为 CNY，而不是“%(value)s”。", value=shown(element.get("Ccy") or "")),
-                         f"{where}/Amt/@Ccy")
-        return fen_from_yuan(element.text, f"{where}/Amt")
+                         f"{where}/{name}/@Ccy")
+        return fen_from_yuan(element.text, f"{where}/{name}")
+
+    def _summary(self, stmt: ET.Element) -> SummaryTally | None:
+        """Stmt/TxsSummry's counts and sums (every part optional), to be checked at the end."""
+        q = self._q
+        summary = stmt.find(q["TxsSummry"])
+        if summary is None:
+            return None
+        stated: list[StatedTotals] = []
+        for name, direction in (("TtlNtries", None), ("TtlCdtNtries", "credit"), ("TtlDbtNtries", "debit")):
+            if (part := summary.find(q[name])) is None:
+                continue
+            where = f"Stmt/TxsSummry/{name}"
+            count_text, sum_text = part.findtext(q["NbOfNtries"]), part.findtext(q["Sum"])
+            net: int | None = None
+            net_element = "TtlNetNtry"
+            if direction is None:
+                # .001.08: TtlNetNtry/{Amt,CdtDbtInd}; before: TtlNetNtryAmt beside CdtDbtInd.
+                holder, amount = part.find(q["TtlNetNtry"]), _descend(part, q["TtlNetNtry"], q["Amt"])
+                net_where = f"{where}/TtlNetNtry/Amt"
+                if holder is None:
+                    holder, amount, net_element = part, part.find(q["TtlNetNtryAmt"]), "TtlNetNtryAmt"
+                    net_where = f"{where}/TtlNetNtryAmt"
+                if amount is not None:
+                    net = fen_of_total(amount.text, net_where)
+                    indicator = _strip(holder.findtext(q["CdtDbtInd"]))
+                    if net and self._direction(indicator, net_where.rpartition("/")[0]) == "debit":
+                        net = -net
+            stated.append(StatedTotals(
+                name, direction, None if count_text is None else count_of(count_text, f"{where}/NbOfNtries"),
+                None if sum_text is None else fen_of_total(sum_text, f"{where}/Sum"), net, net_element))
+        return SummaryTally(stated)
 
     def _direction(self, text: str | None, where: str) -> str:
         if text == "CRDT":
@@ -209,13 +252,22 @@ class CamtReader:
         # .001.02–.001.06 write <Sts>BOOK</Sts>; later versions <Sts><Cd>BOOK</Cd></Sts>.
         return _strip(status.findtext(q["Cd"])) or _strip(status.findtext(q["Prtry"])) or _strip(status.text)
 
-    def _lines(self, entry: ET.Element, index: int) -> Iterator[ParsedLine]:
+    def _entry(self, entry: ET.Element, index: int) -> Iterator[ParsedLine]:
         q = self._q
         where = f"Stmt/Ntry[{index}]"
-        if self._status(entry, where) != "BOOK":
+        is_booked = self._status(entry, where) == "BOOK"
+        if not is_booked and self._tally is None:
             return  # pending and information-only entries are not money received yet
         amount = self._amount(entry.find(q["Amt"]), where)
         direction = self._direction(_strip(entry.findtext(q["CdtDbtInd"])), where)
+        if self._tally is not None:
+            self._tally.add(amount, direction)  # TxsSummry counts every entry of the statement
+        if is_booked:
+            yield from self._lines(entry, index, amount, direction)
+
+    def _lines(self, entry: ET.Element, index: int, amount: int, direction: str) -> Iterator[ParsedLine]:
+        q = self._q
+        where = f"Stmt/Ntry[{index}]"
         reversal_text = _strip(entry.findtext(q["RvslInd"])) or "false"
         if reversal_text not in ("true", "false", "1", "0"):
             raise format_error(_l("RvslInd 应为 true 或 false。"), f"{where}/RvslInd")
@@ -227,18 +279,26 @@ class CamtReader:
                                                 f"{where}/NtryRef")
         entry_info = _strip(entry.findtext(q["AddtlNtryInf"]))
         details = entry.findall(q["NtryDtls"])
-        transactions = [(f"{where}/NtryDtls" + (f"[{m}]" if len(details) > 1 else "") + f"/TxDtls[{n}]", tx)
-                        for m, group in enumerate(details, 1) for n, tx in enumerate(group.findall(q["TxDtls"]), 1)]
+        parts = [self._batch(group, f"{where}/NtryDtls" + (f"[{m}]" if len(details) > 1 else ""), direction)
+                 for m, group in enumerate(details, 1)]
+        transactions = [(f"{part.where}/TxDtls[{n}]", tx, part)
+                        for part, group in zip(parts, details, strict=True)
+                        for n, tx in enumerate(group.findall(q["TxDtls"]), 1)]
+        label = entry_label(index, _strip(entry.findtext(q["NtryRef"])), entry_ref)
         if not transactions:
             if entry_ref is None:
                 raise format_error(_l("缺少银行参考号（AcctSvcrRef）。"), f"{where}/AcctSvcrRef")
+            check_entry(label, where, amount, parts)
             self._position += 1
             yield ParsedLine(self._position, entry_ref, None, None, amount, "CNY", direction, reversal, booked,
                              None, None, cut_text(entry_info, MAX_REMITTANCE), entry_reference)
             return
         batch = len(transactions) > 1
         seen: set[str] = set()
-        for n, (tx_where, tx) in enumerate(transactions, 1):
+        # The entry's lines are held until its amounts are checked: a statement that contradicts
+        # itself yields nothing past the contradiction.
+        lines: list[ParsedLine] = []
+        for n, (tx_where, tx, part) in enumerate(transactions, 1):
             own_ref = limited_text(_strip(_text(_descend(tx, q["Refs"], q["AcctSvcrRef"]))), MAX_REFERENCE,
                                f"{tx_where}/Refs/AcctSvcrRef")
             if batch and (own_ref == entry_ref or own_ref in seen):
@@ -250,6 +310,7 @@ class CamtReader:
             reference = limited_text(own_ref or (f"{entry_ref}/{n}" if batch else entry_ref), MAX_REFERENCE,
                                  f"{tx_where}/Refs/AcctSvcrRef")
             assert reference is not None
+            own_amount = True
             if (tx_amount := tx.find(q["Amt"])) is not None:
                 line_amount = self._amount(tx_amount, tx_where)
             elif (tx_amount := _descend(tx, q["AmtDtls"], q["TxAmt"], q["Amt"])) is not None:
@@ -257,9 +318,10 @@ class CamtReader:
             elif batch:
                 raise format_error(_l("批量入账的明细缺少金额。"), f"{tx_where}/Amt")
             else:
-                line_amount = amount
+                line_amount, own_amount = amount, False  # the one transaction is the whole entry
             tx_direction = _strip(tx.findtext(q["CdtDbtInd"]))
             line_direction = direction if tx_direction is None else self._direction(tx_direction, tx_where)
+            part.add((line_amount if line_direction == direction else -line_amount) if own_amount else None)
             information = tx.find(q["RmtInf"])
             unstructured = "" if information is None else " ".join(
                 text for u in information.findall(q["Ustrd"]) if (text := _strip(u.text)))
@@ -277,11 +339,28 @@ class CamtReader:
                     account = (_strip(_text(_descend(identification, q["Othr"], q["Id"])))
                                or _strip(identification.findtext(q["IBAN"])))
             self._position += 1
-            yield ParsedLine(
+            lines.append(ParsedLine(
                 self._position, reference, limited_text(given, MAX_REFERENCE, f"{tx_where}/RmtInf"), number,
                 line_amount, "CNY", line_direction, reversal, booked, cut_text(payer, MAX_PAYER_NAME),
                 limited_text(account, MAX_ACCOUNT, f"{tx_where}/RltdPties/DbtrAcct"),
-                cut_text(remittance, MAX_REMITTANCE), entry_reference)
+                cut_text(remittance, MAX_REMITTANCE), entry_reference))
+        check_entry(label, where, amount, parts)
+        yield from lines
+
+    def _batch(self, group: ET.Element, where: str, direction: str) -> EntryDetails:
+        """An NtryDtls with what its Btch states (NbOfTxs, TtlAmt), its transactions added later."""
+        q = self._q
+        part = EntryDetails(where)
+        if (stated := group.find(q["Btch"])) is None:
+            return part
+        if (count := stated.findtext(q["NbOfTxs"])) is not None:
+            part.stated_count = count_of(count, f"{where}/Btch/NbOfTxs")
+        if (total := stated.find(q["TtlAmt"])) is not None:
+            fen = self._amount(total, f"{where}/Btch", "TtlAmt")
+            indicator = _strip(stated.findtext(q["CdtDbtInd"]))
+            against = indicator is not None and self._direction(indicator, f"{where}/Btch") != direction
+            part.stated_total = -fen if against else fen
+        return part
 
     def _notice_number(self, information: ET.Element | None, unstructured: str) -> tuple[str | None, str | None]:
         if information is None:

@@ -25,6 +25,7 @@ MAX_ACCOUNT = 64
 MAX_REMITTANCE = 500
 
 _YUAN = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)
+_COUNT = re.compile(r"[0-9]{1,15}", re.ASCII)  # ISO 20022 Max15NumericText
 _DIGIT_RUN = re.compile(r"[0-9]+(?: [0-9]+)*", re.ASCII)
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 # Payers type notice numbers on phones and in Chinese input methods: full-width digits and
@@ -93,6 +94,22 @@ def fen_from_yuan(text: str | None, where: str) -> int:
     if len(match.group(1)) > 18:  # Decimal would overflow on a million digits; > 10^12 fen anyway
         raise format_error(_l("金额“%(value)s”过大。", value=shown(text)), where)
     return checked_fen(int(Decimal(match.group(0)) * 100), text, where)
+
+
+def fen_of_total(text: str | None, where: str) -> int:
+    """A total the statement states about itself (TxsSummry/…/Sum): yuan like an amount, but zero
+    is a fair total (a day without debits)."""
+    if text is not None and _YUAN.fullmatch(text.strip()) and Decimal(text.strip()) == 0:
+        return 0
+    return fen_from_yuan(text, where)
+
+
+def count_of(text: str | None, where: str) -> int:
+    """A number of entries or transactions the statement states (NbOfNtries, NbOfTxs)."""
+    stripped = (text or "").strip()
+    if not _COUNT.fullmatch(stripped):
+        raise format_error(_l("笔数“%(value)s”不是非负整数。", value=shown(text or "")), where)
+    return int(stripped)
 
 
 def checked_fen(fen: int, text: str, where: str) -> int:

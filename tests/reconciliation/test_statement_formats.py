@@ -176,7 +176,7 @@ CAMT_CASES = [
     ("batch repeating a sibling's reference", camt(ntry(tx("T1", "30"), tx("T1", "50"), ref="B1")),
      [("T1", 3000, "credit", False, None, None), ("B1/2", 5000, "credit", False, None, None)]),
     ("batch over two NtryDtls: positions run on",
-     camt(ntry(ref="B1").replace("</Ntry>", f"<NtryDtls>{tx(None, '1')}</NtryDtls>"
+     camt(ntry(ref="B1", amount="3.00").replace("</Ntry>", f"<NtryDtls>{tx(None, '1')}</NtryDtls>"
                                             f"<NtryDtls>{tx(None, '2')}</NtryDtls></Ntry>")),
      [("B1/1", 100, "credit", False, None, None), ("B1/2", 200, "credit", False, None, None)]),
     ("amount in AmtDtls/TxAmt (.001.02 has no TxDtls/Amt)",
@@ -184,8 +184,9 @@ CAMT_CASES = [
                tx("T2", "67.66"), amount="80.00")),
      [("T1", 1234, "credit", False, None, None), ("T2", 6766, "credit", False, None, None)]),
     ("debit entry (a charge)", camt(ntry(indicator="DBIT")), [("E1", 8000, "debit", False, None, None)]),
-    ("the transaction's own CdtDbtInd wins", camt(ntry(tx("T1", indicator="DBIT"))),
-     [("T1", 8000, "debit", False, None, None)]),
+    ("the transaction's own CdtDbtInd wins; the entry is the net",
+     camt(ntry(tx("T1", "80.00"), tx("T2", "20.00", indicator="DBIT"), amount="60.00")),
+     [("T1", 8000, "credit", False, None, None), ("T2", 2000, "debit", False, None, None)]),
     ("reversal", camt(ntry(tx("T1"), indicator="DBIT", extra="<RvslInd>true</RvslInd>")),
      [("T1", 8000, "debit", True, None, None)]),
     ("RvslInd false", camt(ntry(extra="<RvslInd>false</RvslInd>")), [("E1", 8000, "credit", False, None, None)]),
@@ -379,6 +380,192 @@ def test_error_reads_without_an_app_context() -> None:
     assert str(error) == f"Stmt/Ntry[1]/Amt：{error.message}"
     assert "两位小数" in error.message and "80.001" in error.message
     assert str(StatementFormatError("文件是空的。")) == "文件是空的。"
+
+
+# -- totals the statement states about itself: entry vs transactions, Btch, TxsSummry -----------------
+
+def btch(count: int | None = None, total: str | None = None, indicator: str | None = None) -> str:
+    return ("<Btch>" + (f"<NbOfTxs>{count}</NbOfTxs>" if count is not None else "")
+            + (f'<TtlAmt Ccy="CNY">{total}</TtlAmt>' if total is not None else "")
+            + (f"<CdtDbtInd>{indicator}</CdtDbtInd>" if indicator is not None else "") + "</Btch>")
+
+
+def txs_summary(*, entries: tuple[str, str] | None = None, net: tuple[str, str] | None = None,
+                credits: tuple[str, str] | None = None, debits: tuple[str, str] | None = None,
+                version: str = V08) -> str:
+    """Stmt/TxsSummry: (NbOfNtries, Sum) per part; the net as (amount, CRDT|DBIT), written the
+    way the version writes it (TtlNetNtry/Amt from .001.08, TtlNetNtryAmt before)."""
+    def part(name: str, figures: tuple[str, str] | None, extra: str = "") -> str:
+        if figures is None and not extra:
+            return ""
+        inner = "" if figures is None else f"<NbOfNtries>{figures[0]}</NbOfNtries><Sum>{figures[1]}</Sum>"
+        return f"<{name}>{inner}{extra}</{name}>"
+    net_xml = ""
+    if net is not None:
+        net_xml = (f"<TtlNetNtry><Amt>{net[0]}</Amt><CdtDbtInd>{net[1]}</CdtDbtInd></TtlNetNtry>" if version == V08
+                   else f"<TtlNetNtryAmt>{net[0]}</TtlNetNtryAmt><CdtDbtInd>{net[1]}</CdtDbtInd>")
+    return ("<TxsSummry>" + part("TtlNtries", entries, net_xml) + part("TtlCdtNtries", credits)
+            + part("TtlDbtNtries", debits) + "</TxsSummry>")
+
+
+# Two credits (80.00 and a batch of 30.00 + 50.00) and a debit of 15.00: 4 entries, 175.00 in all.
+DAY = (ntry(tx("T1", "80.00"), ref="E1"), ntry(btch(2, "80.00"), tx("T2", "30.00"), tx("T3", "50.00"), ref="E2"),
+       ntry(ref="F1", amount="15.00", indicator="DBIT"))
+DAY_SUMMARY = {"entries": ("3", "175.00"), "net": ("145.00", "CRDT"), "credits": ("2", "160.00"),
+               "debits": ("1", "15.00")}
+
+INCONSISTENT = [
+    ("entry amount over one transaction of another amount",
+     camt(ntry(ref="E1"), ntry(ref="E2"), ntry(tx("T1", "80.00"), ref="E3", amount="999.00",
+                                               extra="<NtryRef>3</NtryRef>")),
+     "Stmt/Ntry[3]/Amt", "条目 3（NtryRef 3，AcctSvcrRef E3）金额 999.00 与其交易明细合计 80.00 不符。"),
+    ("entry amount over a batch that adds up to less",
+     camt(ntry(tx("T1", "30.00"), tx("T2", "40.00"), amount="80.00")),
+     "Stmt/Ntry[1]/Amt", "条目 1（AcctSvcrRef E1）金额 80.00 与其交易明细合计 70.00 不符。"),
+    ("entry without any reference: named by its position",
+     camt(ntry(tx("T1", "80.00"), ref=None, amount="80.01")),
+     "Stmt/Ntry[1]/Amt", "条目 1 金额 80.01 与其交易明细合计 80.00 不符。"),
+    (".001.02: transaction amounts in AmtDtls/TxAmt",
+     camt(ntry(tx("T1", None, extra='<AmtDtls><TxAmt><Amt Ccy="CNY">12.34</Amt></TxAmt></AmtDtls>'),
+               tx("T2", None, extra='<AmtDtls><TxAmt><Amt Ccy="CNY">60.00</Amt></TxAmt></AmtDtls>'),
+               status="<Sts>BOOK</Sts>"), version="001.02"),
+     "Stmt/Ntry[1]/Amt", "条目 1（AcctSvcrRef E1）金额 80.00 与其交易明细合计 72.34 不符。"),
+    ("a credit entry whose one transaction is a debit",
+     camt(ntry(tx("T1", "80.00", indicator="DBIT"))),
+     "Stmt/Ntry[1]/Amt", "条目 1（AcctSvcrRef E1）金额 80.00 与其交易明细合计 -80.00 不符。"),
+    ("batch TtlAmt against its transactions",
+     camt(ntry(btch(2, "90.00"), tx("T1", "30.00"), tx("T2", "50.00"))),
+     "Stmt/Ntry[1]/NtryDtls/Btch/TtlAmt",
+     "条目 1（AcctSvcrRef E1）的批量合计（TtlAmt）90.00 与其交易明细合计 80.00 不符。"),
+    ("batch TtlAmt against the entry, no TxDtls given",
+     camt(ntry(btch(2, "70.00"))),
+     "Stmt/Ntry[1]/Amt", "条目 1（AcctSvcrRef E1）金额 80.00 与其批量合计（TtlAmt）70.00 不符。"),
+    ("batch NbOfTxs against its transactions",
+     camt(ntry(btch(3, "80.00"), tx("T1", "30.00"), tx("T2", "50.00"))),
+     "Stmt/Ntry[1]/NtryDtls/Btch/NbOfTxs", "条目 1（AcctSvcrRef E1）的批量笔数（NbOfTxs）3 与其交易明细笔数 2 不符。"),
+    ("the second of two NtryDtls",
+     camt(ntry(ref="B1", amount="3.00").replace(
+         "</Ntry>", f"<NtryDtls>{btch(1, '1.00')}{tx(None, '1')}</NtryDtls>"
+                    f"<NtryDtls>{btch(1, '2.50')}{tx(None, '2')}</NtryDtls></Ntry>")),
+     "Stmt/Ntry[1]/NtryDtls[2]/Btch/TtlAmt",
+     "条目 1（AcctSvcrRef B1）的批量合计（TtlAmt）2.50 与其交易明细合计 2.00 不符。"),
+    ("TxsSummry: number of entries",
+     camt(*DAY, header=txs_summary(**{**DAY_SUMMARY, "entries": ("4", "175.00")})),
+     "Stmt/TxsSummry/TtlNtries/NbOfNtries", "对账单汇总（TtlNtries）的笔数 4 与条目实际笔数 3 不符。"),
+    ("TxsSummry: sum of entries",
+     camt(*DAY, header=txs_summary(**{**DAY_SUMMARY, "entries": ("3", "1175.00")})),
+     "Stmt/TxsSummry/TtlNtries/Sum", "对账单汇总（TtlNtries）的金额合计 1175.00 与条目实际合计 175.00 不符。"),
+    ("TxsSummry: net, .001.08",
+     camt(*DAY, header=txs_summary(**{**DAY_SUMMARY, "net": ("145.00", "DBIT")})),
+     "Stmt/TxsSummry/TtlNtries/TtlNetNtry",
+     "对账单汇总（TtlNtries）的净额 -145.00 与条目实际净额 145.00 不符（贷方为正）。"),
+    ("TxsSummry: net, .001.02",
+     camt(*DAY, version="001.02", header=txs_summary(**{**DAY_SUMMARY, "net": ("146.00", "CRDT")},
+                                                     version="001.02")),
+     "Stmt/TxsSummry/TtlNtries/TtlNetNtryAmt",
+     "对账单汇总（TtlNtries）的净额 146.00 与条目实际净额 145.00 不符（贷方为正）。"),
+    ("TxsSummry: number of credits",
+     camt(*DAY, header=txs_summary(credits=("3", "160.00"))),
+     "Stmt/TxsSummry/TtlCdtNtries/NbOfNtries", "对账单汇总（TtlCdtNtries）的笔数 3 与条目实际笔数 2 不符。"),
+    ("TxsSummry: sum of credits",
+     camt(*DAY, header=txs_summary(credits=("2", "999.00"))),
+     "Stmt/TxsSummry/TtlCdtNtries/Sum", "对账单汇总（TtlCdtNtries）的金额合计 999.00 与条目实际合计 160.00 不符。"),
+    ("TxsSummry: number of debits",
+     camt(*DAY, header=txs_summary(debits=("0", "0"))),
+     "Stmt/TxsSummry/TtlDbtNtries/NbOfNtries", "对账单汇总（TtlDbtNtries）的笔数 0 与条目实际笔数 1 不符。"),
+    ("TxsSummry: sum of debits",
+     camt(*DAY, header=txs_summary(debits=("1", "14.99"))),
+     "Stmt/TxsSummry/TtlDbtNtries/Sum", "对账单汇总（TtlDbtNtries）的金额合计 14.99 与条目实际合计 15.00 不符。"),
+    ("TxsSummry counts a pending entry too",
+     camt(*DAY, ntry(ref="P1", status="<Sts><Cd>PDNG</Cd></Sts>"), header=txs_summary(**DAY_SUMMARY)),
+     "Stmt/TxsSummry/TtlNtries/NbOfNtries", "对账单汇总（TtlNtries）的笔数 3 与条目实际笔数 4 不符。"),
+    ("TxsSummry stating entries of a statement that has none",
+     camt(header=txs_summary(entries=("1", "80.00"))),
+     "Stmt/TxsSummry/TtlNtries/NbOfNtries", "对账单汇总（TtlNtries）的笔数 1 与条目实际笔数 0 不符。"),
+]
+
+
+@pytest.mark.parametrize(("content", "where", "message"), [c[1:] for c in INCONSISTENT],
+                         ids=[c[0] for c in INCONSISTENT])
+def test_a_statement_contradicting_its_own_totals_is_refused(content: bytes, where: str, message: str) -> None:
+    error = failure(content)
+    assert (error.where, error.message) == (where, message)
+
+
+def test_no_line_of_a_contradicting_entry_comes_out() -> None:
+    """The entry's lines are held until its amounts are checked: the earlier entries' lines come,
+    then the error, never a line of the entry that contradicts itself."""
+    _info, lines = parse_statement(io.BytesIO(camt(ntry(ref="E1"), ntry(tx("T1", "30.00"), tx("T2", "40.00"),
+                                                                        ref="E2"))), TZ)
+    assert next(lines).bank_reference == "E1"
+    with pytest.raises(StatementFormatError) as caught:
+        next(lines)
+    assert caught.value.where == "Stmt/Ntry[2]/Amt"
+
+
+@pytest.mark.parametrize(("content", "where"), [
+    (camt(ntry(), header=txs_summary(entries=("one", "80.00"))), "Stmt/TxsSummry/TtlNtries/NbOfNtries"),
+    (camt(ntry(), header=txs_summary(entries=("1", "-80.00"))), "Stmt/TxsSummry/TtlNtries/Sum"),
+    (camt(ntry(), header=txs_summary(entries=("1", "80.00"), net=("80.00", "X"))),
+     "Stmt/TxsSummry/TtlNtries/TtlNetNtry/CdtDbtInd"),
+    (camt(ntry(btch("2x", "80.00"))), "Stmt/Ntry[1]/NtryDtls/Btch/NbOfTxs"),
+    (camt(ntry(btch(1, "80.001"))), "Stmt/Ntry[1]/NtryDtls/Btch/TtlAmt"),
+    (camt(ntry(btch(1, "80.00").replace('Ccy="CNY"', 'Ccy="USD"'))), "Stmt/Ntry[1]/NtryDtls/Btch/TtlAmt/@Ccy"),
+], ids=["NbOfNtries not a number", "negative Sum", "net direction", "NbOfTxs not a number", "TtlAmt three decimals",
+        "TtlAmt currency"])
+def test_malformed_totals_name_where(content: bytes, where: str) -> None:
+    assert failure(content).where == where
+
+
+CONSISTENT = [
+    ("one TxDtls without its own amount takes the entry's",
+     camt(ntry(tx("T1", None), amount="999.00")), [("T1", 99900, "credit", False, None, None)]),
+    (".001.02: one TxDtls without AmtDtls takes the entry's",
+     camt(ntry(tx("T1", None), amount="100", status="<Sts>BOOK</Sts>"), version="001.02"),
+     [("T1", 10000, "credit", False, None, None)]),
+    ("a batch and a day that add up",
+     camt(*DAY, header=txs_summary(**DAY_SUMMARY)),
+     [("T1", 8000, "credit", False, None, None), ("T2", 3000, "credit", False, None, None),
+      ("T3", 5000, "credit", False, None, None), ("F1", 1500, "debit", False, None, None)]),
+    (".001.02 summary with TtlNetNtryAmt",
+     camt(*DAY, version="001.02", header=txs_summary(**DAY_SUMMARY, version="001.02")),
+     [("T1", 8000, "credit", False, None, None), ("T2", 3000, "credit", False, None, None),
+      ("T3", 5000, "credit", False, None, None), ("F1", 1500, "debit", False, None, None)]),
+    ("a pending entry counted in the summary, still no line",
+     camt(*DAY[:1], ntry(ref="P1", amount="95.00", status="<Sts><Cd>PDNG</Cd></Sts>"),
+          header=txs_summary(entries=("2", "175.00"), credits=("2", "175.00"), debits=("0", "0.00"))),
+     [("T1", 8000, "credit", False, None, None)]),
+    ("a summary of a statement without entries",
+     camt(header=txs_summary(entries=("0", "0"), net=("0", "CRDT"))), []),
+    ("batch with NbOfTxs only, no TxDtls: nothing to count against",
+     camt(ntry(btch(5))), [("E1", 8000, "credit", False, None, None)]),
+    ("a debit batch with its own CdtDbtInd",
+     camt(ntry(btch(2, "20.00", "DBIT"), tx("T1", "5.00"), tx("T2", "15.00"), amount="20.00", indicator="DBIT")),
+     [("T1", 500, "debit", False, None, None), ("T2", 1500, "debit", False, None, None)]),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), [c[1:] for c in CONSISTENT], ids=[c[0] for c in CONSISTENT])
+def test_a_statement_agreeing_with_its_totals_is_read(content: bytes, expected: list[tuple[Any, ...]]) -> None:
+    assert summary(parse(content)[1]) == expected
+
+
+@pytest.mark.parametrize("name", ["statement-example.camt053.001.08.xml", "statement-example.camt053.001.02.xml"])
+def test_example_files_with_their_own_summary(name: str) -> None:
+    """Each example with a TxsSummry of its entries reads as without; one more entry claimed is refused."""
+    content = (DATA / name).read_bytes()
+    version = V08 if "001.08" in name else "001.02"
+    # 001.08: credits 80 + 30, debits 15 + 80; 001.02: credits 100 + 10 + the pending 50.
+    figures = ({"entries": ("4", "205.00"), "net": ("15.00", "CRDT"), "credits": ("2", "110.00"),
+                "debits": ("2", "95.00")} if version == V08 else
+               {"entries": ("3", "160.00"), "net": ("160.00", "CRDT"), "credits": ("3", "160.00"),
+                "debits": ("0", "0")})
+    marker = b"<Ntry>"
+    with_summary = content.replace(marker, txs_summary(**figures, version=version).encode() + marker, 1)
+    assert parse(with_summary) == parse(content)
+    claimed = {**figures, "credits": (str(int(figures["credits"][0]) + 1), figures["credits"][1])}
+    wrong = content.replace(marker, txs_summary(**claimed, version=version).encode() + marker, 1)
+    assert failure(wrong).where == "Stmt/TxsSummry/TtlCdtNtries/NbOfNtries"
 
 
 # -- not a statement at all -------------------------------------------------------------------------
