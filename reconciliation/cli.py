@@ -1,4 +1,4 @@
-"""Commands: statements import, reconcile, scheduler."""
+"""Commands: statements import, reconcile, reconciliation runs, scheduler."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import Flask, current_app
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from core.audit import Actor
 from core.errors import DomainError
@@ -77,6 +78,39 @@ def register(app: Flask) -> None:
         click.echo(f"  差异 {sum(counts.values())} 项，未处理 {totals.get('exceptions_open', 0)} 项")
         for kind, n in sorted(counts.items()):
             click.echo(f"  {kind}\t{n}\t{type_label(kind)}")
+
+
+    @app.cli.group("reconciliation", help="对账记录 / reconciliation runs")
+    def reconciliation() -> None:
+        pass
+
+    @reconciliation.command("runs")
+    @click.option("--date", "business_date", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+                  help="只列这一业务日期 YYYY-MM-DD")
+    @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="最多列出几次")
+    def runs_command(business_date: datetime | None, limit: int) -> None:
+        """List reconciliation runs, newest first, with why a failed one failed."""
+        from core.clock import local
+        from core.db import get_db
+        from reconciliation.service import list_runs
+
+        tz = current_app.config["FEESVC_TIMEZONE"]
+        with get_db().reading() as session:
+            runs = list_runs(session, business_date.date() if business_date else None, limit)
+        if not runs:
+            click.echo(_("没有对账记录。"))
+        for run in runs:
+            # The operator's question after a crash is "which runs failed, and why": the reason
+            # (e.g. the process that ran it is gone) is printed in full on its own line.
+            started = local(run.started_at, tz).strftime("%Y-%m-%d %H:%M:%S")
+            finished = local(run.finished_at, tz).strftime("%H:%M:%S") if run.finished_at else "—"
+            click.echo(f"#{run.id}\t{run.business_date}{_('（临时）') if run.provisional else ''}\t"
+                       f"{_RUN_STATUS[run.status]}\t{started} → {finished}\t{run.started_by}")
+            if run.error:
+                click.echo(f"  {run.error}")
+
+
+_RUN_STATUS = {"running": _l("进行中"), "completed": _l("已完成"), "failed": _l("失败")}
 
 
 def _problem_text(error: DomainError) -> str:

@@ -1,7 +1,8 @@
 """What an operator sees after a scheduler was killed mid-reconciliation: the next
 `flask scheduler --once` (the real job table, the real clock) marks the killed run failed with
-its reason, redoes that night once and records the claim succeeded; while the holder lives,
-however long it has been running, the same command leaves its claim and its run alone.
+its reason (the API and `flask reconciliation runs` show it), redoes that night once and records
+the claim succeeded; while the holder lives, however long it has been running, the same command
+leaves its claim and its run alone.
 
 On the suite's database (SQLite: the holder is host:pid; PostgreSQL: the leases, i.e. advisory
 locks held on connections of the holder's own). tests/scheduler/test_abandoned_work.py tests the
@@ -101,6 +102,15 @@ def test_the_next_scheduler_once_marks_the_killed_run_failed_and_redoes_the_nigh
     by_id = {r["id"]: r for r in listed.json["items"]}
     assert by_id[run_id]["status"] == "failed" and "已不在" in by_id[run_id]["error"]
     assert by_id[redone.id]["status"] == "completed"
+    # And so does the operator at the server.
+    shown = app.test_cli_runner().invoke(args=["reconciliation", "runs", "--date", str(day)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith(f"#{redone.id}\t{day}\t已完成\t") and lines[0].endswith("\tscheduler")
+    assert lines[1].startswith(f"#{run_id}\t{day}\t失败\t")
+    assert lines[2] == f"  {failed.error}" and len(lines) == 3
+    none = app.test_cli_runner().invoke(args=["reconciliation", "runs", "--date", "2000-01-01"])
+    assert none.exit_code == 0 and none.output == "没有对账记录。\n"
 
     again = app.test_cli_runner().invoke(args=["scheduler", "--once"])
     assert again.exit_code == 0, again.output
