@@ -12,7 +12,7 @@ from flask_babel import Babel
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
 
-from core import auth, errors
+from core import auth, errors, request_limits
 from core.db import init_db
 
 csrf = CSRFProtect()
@@ -48,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     init_db(app)
+    request_limits.register(app)
     babel.init_app(app, locale_selector=select_locale,
                    default_translation_directories="../translations")
     csrf.init_app(app)

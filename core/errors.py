@@ -70,9 +70,11 @@ HTTP_PROBLEMS: dict[int, tuple[str, Any]] = {
     406: ("not-acceptable", _l("无法提供所需格式")),
     409: ("conflict", _l("操作冲突")),
     413: ("payload-too-large", _l("请求内容过大")),
+    414: ("uri-too-long", _l("请求地址过长")),
     415: ("unsupported-media-type", _l("不支持的内容类型")),
     422: ("validation", _l("输入有误")),
     429: ("too-many-requests", _l("请求过于频繁")),
+    431: ("headers-too-large", _l("请求头过大")),
     500: ("internal-error", _l("服务内部错误")),
     503: ("unavailable", _l("服务暂时不可用")),
 }
@@ -145,6 +147,18 @@ def _handle_domain_error(error: DomainError) -> Any:
 
 
 def _handle_http_exception(error: HTTPException) -> Any:
+    response = _http_exception_response(error)
+    if isinstance(response, tuple):
+        response = Response(response[0], status=response[1], mimetype="text/html")
+    # The exception's own headers must survive the rewrite: Allow on every 405 (RFC 9110),
+    # WWW-Authenticate, Retry-After.
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _http_exception_response(error: HTTPException) -> Any:
     status = error.code or 500
     code, title = HTTP_PROBLEMS.get(status, ("http-error", error.name))
     if not wants_problem_json():
@@ -169,6 +183,8 @@ def _http_detail(status: int) -> str:
         404: _("请求的资源不存在。"),
         405: _("该地址不支持此请求方法。"),
         413: _("请求内容超过允许的大小。"),
+        414: _("请求地址（路径与查询）超过 4096 字节。"),
+        431: _("请求头的数量或大小超过允许的范围。"),
     }
     return details.get(status, str(HTTP_PROBLEMS.get(status, ("", _("请求失败")))[1]))
 
